@@ -1,0 +1,38 @@
+"""The `agentjax` command: one subcommand per job, each implemented in the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from agentjax.configlib import ConfigError
+
+# subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("agentjax.model.convert_cli", "convert checkpoints between Hugging Face and agentjax"),
+    "demo": ("agentjax.model.demo", "build a small Llama and show it runs (forward, cache, sharding)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentjax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except ConfigError as e:
+        print(f"agentjax {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Test-wide setup: 8 fake CPU devices (set before jax is imported) and the shared-data location."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("AGENTJAX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The papers' sample data (../shared/data, or $AGENTJAX_SHARED_DATA); tests that read it skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"shared data not found at {SHARED_DATA}: set AGENTJAX_SHARED_DATA to the folder holding "
+            "fireact/ and fixtures/ (FireAct's released data: github.com/anchen1011/FireAct, data/)"
+        )
+    return SHARED_DATA
