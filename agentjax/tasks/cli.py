@@ -1,0 +1,62 @@
+"""`agentjax score TRAJ_FILE [--task T] [--json OUT]`: re-score a FireAct-style results file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from agentjax.tasks.fireact_results import Rescored, rescore
+from agentjax.tasks.files import InputFileError
+from agentjax.tasks.registry import TASKS, get_task
+
+_SHOWN_DISAGREEMENTS = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The score command's arguments."""
+    parser.add_argument("traj_file", type=Path, help="FireAct results JSON: question id -> {pred, gt, em, f1, ...}")
+    parser.add_argument("--task", default="hotpotqa", choices=sorted(TASKS), help="whose scorer to use")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the scores as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print n and each metric (in percent), report stored-vs-recomputed disagreements, optionally write JSON."""
+    try:
+        result = rescore(args.traj_file, get_task(args.task))
+    except InputFileError as e:
+        print(f"agentjax score: {e}", file=sys.stderr)
+        return 2
+    print(format_report(args.traj_file, result))
+    if args.json is not None:
+        write_json_atomically(args.json, {"file": str(args.traj_file), "task": args.task, "n": result.n,
+                                          **result.metrics, "stored": result.stored,
+                                          "disagreements": result.disagreements})
+    return 0
+
+
+def format_report(path: Path, result: Rescored) -> str:
+    """Human-readable summary: n, metrics in percent, and the first few disagreements with the stored scores."""
+    metrics = "  ".join(f"{name.upper()} {100 * value:.1f}" for name, value in result.metrics.items())
+    lines = [f"{path.name}", f"n {result.n}  {metrics}"]
+    if not result.disagreements:
+        lines.append(f"stored scores agree with the recomputed ones on all {result.n} questions")
+    else:
+        lines.append(f"{len(result.disagreements)} questions disagree with the stored scores; first ones:")
+        lines += [f"  {json.dumps(d, ensure_ascii=False)}" for d in result.disagreements[:_SHOWN_DISAGREEMENTS]]
+    return "\n".join(lines)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file beside `path`, then rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        try:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    os.replace(f.name, path)
