@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -44,6 +44,7 @@ class Conversation:
     outcome: Outcome = field(default_factory=Outcome)
     id: str = ""
     origin: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)  # JSON-serialisable extras (e.g. a generator's gold answer)
 
     def __post_init__(self):
         object.__setattr__(self, "turns", tuple(self.turns))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Mapping, Protocol, runtime_checkable
 
 _ACTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\[(.*)\]\s*$", re.DOTALL)
 
@@ -39,3 +39,33 @@ class Tool(Protocol):
     def __call__(self, argument: str) -> str:
         """Run the tool; raise ToolError with a message the agent may read when it cannot answer."""
         ...
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The observation an action produced and how the call went (`ok`, `finished`, `tool_error`, `invalid_action`)."""
+
+    observation: str
+    status: Literal["ok", "finished", "tool_error", "invalid_action"]
+    action: Action | None = None
+
+
+def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
+    """Parse `name[argument]` and call the tool; bad actions and ToolErrors become observations, not exceptions."""
+    action = parse_action(text)
+    if action is None:
+        return ToolResult(f"Invalid action {text.strip()!r}: write one of {_usage(tools)}.", "invalid_action")
+    tool = tools.get(action.name)
+    if tool is None:
+        return ToolResult(f"Invalid action: there is no tool {action.name!r}; use one of {_usage(tools)}.",
+                          "invalid_action", action)
+    try:
+        observation = tool(action.argument)
+    except ToolError as e:
+        return ToolResult(f"The {action.name} tool failed: {e}", "tool_error", action)
+    return ToolResult(observation, "finished" if getattr(tool, "ends_episode", False) else "ok", action)
+
+
+def _usage(tools: Mapping[str, Tool]) -> str:
+    """`search[...], finish[...]` for the given tools."""
+    return ", ".join(f"{name}[...]" for name in tools)

@@ -1,0 +1,78 @@
+"""Iterate the JSON records of a file, each with its `file:line`: a JSON array or one object per line (JSONL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from agentjax.data.errors import DataError
+
+_WHITESPACE = " \t\r\n"
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """Yield `(origin, record)`; a JSONL line that is not valid JSON yields a DataError in place of the record.
+
+    The container is told by content: a file whose first character is `[` is one JSON array, otherwise
+    JSONL (blank lines are ignored). A broken JSON array is an error for the whole file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "missing_file", "file not found")
+    with open(path, encoding="utf-8") as f:
+        first = f.read(4096).lstrip(_WHITESPACE + "\ufeff")[:1]
+    if first == "[":
+        yield from _iter_json_array(path)
+    else:
+        yield from _iter_jsonl(path)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            origin = f"{path}:{lineno}"
+            try:
+                yield origin, json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as e:
+                yield origin, DataError(origin, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[str, Any]]:
+    """Decode the array element by element so each record knows the line it starts on."""
+    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    line, seen = 1, 0  # line number of position `seen`, counted lazily
+
+    def skip_ws(i: int) -> int:
+        while i < len(text) and text[i] in _WHITESPACE:
+            i += 1
+        return i
+
+    def fail(i: int, what: str) -> DataError:
+        return DataError(f"{path}:{text.count(chr(10), 0, i) + 1}", "invalid_json", f"not a valid JSON array: {what}")
+
+    i = skip_ws(0) + 1  # past '['
+    i = skip_ws(i)
+    if i < len(text) and text[i] == "]":
+        return
+    while True:
+        try:
+            record, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise fail(e.pos, e.msg) from None
+        line += text.count("\n", seen, i)
+        seen = i
+        yield f"{path}:{line}", record
+        i = skip_ws(end)
+        if i >= len(text):
+            raise fail(i, "missing ']' at the end")
+        if text[i] == "]":
+            if skip_ws(i + 1) != len(text):
+                raise fail(i + 1, "extra data after the array")
+            return
+        if text[i] != ",":
+            raise fail(i, "expected ',' or ']' between records")
+        i = skip_ws(i + 1)

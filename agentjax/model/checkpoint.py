@@ -1,0 +1,94 @@
+"""A model directory: `config.json` (LlamaConfig) + `params/` (orbax), restored onto a mesh.
+
+This is what `agentjax convert hf-to-agentjax` writes and what training starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from agentjax import sharding
+from agentjax.configlib import ConfigError, from_dict, to_dict
+from agentjax.model.llama import Llama, LlamaConfig
+
+FORMAT = "agentjax-llama-v1"
+
+
+def read_config(model_dir: str | Path, **overrides) -> LlamaConfig:
+    """The LlamaConfig stored in a model directory, with some fields changed (e.g. dtype)."""
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{model_dir}: not an agentjax model directory (no config.json)")
+    data = json.loads(path.read_text())
+    if data.pop("format", None) != FORMAT:
+        raise ConfigError(f"{path}: field 'format' is not {FORMAT!r}; convert Hugging Face models with "
+                          "`agentjax convert hf-to-agentjax`")
+    return from_dict(LlamaConfig, {**data, **overrides}, str(path))
+
+
+def abstract_model(cfg: LlamaConfig) -> Llama:
+    return nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0)))
+
+
+def restore_params(params_dir: str | Path, model: Llama, mesh) -> None:
+    """Fill an (abstract) model's parameters in place from an orbax params directory, sharded on `mesh`."""
+    state = nnx.state(model, nnx.Param)
+    shardings = sharding.state_shardings(state, mesh)
+    target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+                          nnx.to_pure_dict(state), nnx.to_pure_dict(shardings))
+    restored = ocp.StandardCheckpointer().restore(Path(params_dir).absolute(), target)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+
+
+def load_checkpoint(model_dir: str | Path, mesh=None, **overrides) -> Llama:
+    """The model stored in `model_dir`, its parameters sharded over `mesh` (default: all devices, fsdp)."""
+    cfg = read_config(model_dir, **overrides)
+    mesh = mesh or sharding.make_mesh()
+    model = abstract_model(cfg)
+    restore_params(Path(model_dir) / "params", model, mesh)
+    return model
+
+
+def save_checkpoint(model: Llama, out_dir: str | Path, extra_files: list[Path] = ()) -> None:
+    """Write a model directory atomically: everything goes to a temporary sibling, renamed at the end."""
+    with atomic_directory(out_dir) as tmp:
+        save_params(nnx.state(model, nnx.Param), tmp / "params")
+        write_config(model.config, tmp)
+        for f in extra_files:
+            shutil.copy(f, tmp / Path(f).name)
+
+
+def save_params(state: nnx.State, params_dir: Path) -> None:
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(Path(params_dir).absolute(), nnx.to_pure_dict(state))
+    ckptr.wait_until_finished()
+
+
+def write_config(cfg: LlamaConfig, directory: Path) -> None:
+    (Path(directory) / "config.json").write_text(json.dumps({"format": FORMAT, **to_dict(cfg)}, indent=2) + "\n")
+
+
+@contextmanager
+def atomic_directory(out_dir: str | Path):
+    """Yield a temporary directory beside `out_dir` that becomes `out_dir` only if the block succeeds."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new output directory or remove it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield tmp
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,369 @@
+"""Llama in Flax NNX: RMSNorm, half-split RoPE, grouped-query attention, SwiGLU; layers scanned.
+
+Read top to bottom: the config and presets, the building blocks, one decoder block, the model.
+Every parameter carries logical axis names (`axes` metadata); agentjax.sharding maps them to a mesh.
+Attention is causal within a segment and never crosses segments (segment id 0 = padding), so packed
+rows behave exactly like separate sequences. The same layers serve the full forward (training) and
+the cached forward (prefill and decode), which writes keys/values at each token's position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from agentjax.configlib import ConfigError
+from agentjax.sharding import constrain
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling for long contexts (Llama 3.1 `llama3` type, or plain `linear`)."""
+
+    kind: Literal["llama3", "linear"] = "llama3"
+    factor: float = 8.0  # how much longer than pre-training the context may be
+    low_freq_factor: float = 1.0  # llama3: wavelengths above original/low_freq_factor are divided by factor
+    high_freq_factor: float = 4.0  # llama3: wavelengths below original/high_freq_factor are kept
+    original_max_position: int = 8192  # llama3: the context length of pre-training
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Shape and numerics of a Llama model. YAML may name a `preset` and override any field."""
+
+    vocab_size: int = 32000  # tokens in the vocabulary (rows of the embedding)
+    dim: int = 4096  # width of the residual stream (HF hidden_size)
+    n_layers: int = 32  # decoder blocks, stacked and run with scan
+    n_heads: int = 32  # query heads
+    n_kv_heads: int = 32  # key/value heads; fewer than n_heads means grouped-query attention
+    head_dim: int = 128  # width of one attention head
+    mlp_dim: int = 11008  # hidden width of the SwiGLU MLP (HF intermediate_size)
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    rope_theta: float = 10000.0  # RoPE base wavelength
+    rope_scaling: RopeScaling | None = None  # long-context frequency scaling (Llama 3.1)
+    max_seq_len: int = 4096  # longest sequence the model is meant to see (training rows, KV cache)
+    tie_embeddings: bool = False  # reuse the token embedding as the output projection
+    param_dtype: Literal["float32", "bfloat16"] = "float32"  # storage dtype of parameters
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype of activations and matmuls
+    remat: Literal["none", "minimal", "full"] = "full"  # what a layer keeps for the backward pass
+    init_std: float = 0.02  # std of the normal initialiser for random initialisation
+
+    @classmethod
+    def from_mapping(cls, data: dict, where: str) -> dict:
+        """Expand `preset: NAME` into that preset's fields; explicit keys override them."""
+        name = data.pop("preset", None)
+        if name is None:
+            return data
+        if name not in PRESETS:
+            raise ConfigError(f"{where}.preset: unknown preset {name!r}; known: {sorted(PRESETS)}")
+        return {**PRESETS[name], **data}
+
+    def validate(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim ({self.head_dim}) must be even for RoPE")
+
+    def replace(self, **changes) -> "LlamaConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count (embeddings included)."""
+        attn = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        layer = attn + 3 * self.dim * self.mlp_dim + 2 * self.dim
+        head = 0 if self.tie_embeddings else self.vocab_size * self.dim
+        return self.n_layers * layer + self.vocab_size * self.dim + head + self.dim
+
+
+_LLAMA2 = dict(vocab_size=32000, head_dim=128, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096)
+_LLAMA3 = dict(vocab_size=128256, head_dim=128, norm_eps=1e-5, rope_theta=500000.0, max_seq_len=8192)
+
+PRESETS: dict[str, dict] = {
+    "llama2-7b": dict(_LLAMA2, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_dim=11008),
+    "llama2-13b": dict(_LLAMA2, dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, mlp_dim=13824),
+    "llama2-70b": dict(_LLAMA2, dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, mlp_dim=28672),
+    "llama3-8b": dict(_LLAMA3, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, mlp_dim=14336),
+    "llama3.1-8b": dict(
+        _LLAMA3, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, mlp_dim=14336, max_seq_len=131072,
+        rope_scaling=dict(kind="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position=8192),
+    ),
+    # Small sizes for tests, the CPU quickstart and benchmarks.
+    "tiny": dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
+                 max_seq_len=512, remat="none"),
+    "small": dict(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, head_dim=32, mlp_dim=704,
+                  max_seq_len=1024, remat="none"),
+    "100m": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, head_dim=64, mlp_dim=2048,
+                 max_seq_len=2048, remat="none"),
+}
+
+
+def preset(name: str, **overrides) -> LlamaConfig:
+    """A preset config with some fields changed, e.g. `preset("tiny", n_layers=8)`."""
+    from agentjax.configlib import from_dict
+
+    return from_dict(LlamaConfig, {"preset": name, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
+    """A parameter with logical axis names; normal(std) initialised, or ones when std is None."""
+    value = jnp.ones(shape, dtype) if std is None else std * jax.random.normal(rngs.params(), shape, dtype)
+    return nnx.Param(value, axes=tuple(axes))
+
+
+class Dense(nnx.Module):
+    """A linear map from the trailing `in_shape` dims of x to `out_shape` dims (no bias)."""
+
+    def __init__(self, in_shape, out_shape, axes, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.dtype = jnp.dtype(cfg.dtype)
+        self.kernel = _param(rngs, self.in_shape + self.out_shape, axes, jnp.dtype(cfg.param_dtype), cfg.init_std)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return contract(x, self.kernel[...], len(self.in_shape), self.dtype)
+
+
+def contract(x: jax.Array, kernel: jax.Array, n_in: int, dtype) -> jax.Array:
+    """x[..., *in] @ kernel[*in, *out] in the compute dtype."""
+    contracting = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contracting, ((), ())))
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm computed in float32, scaled by a learned vector."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.eps = cfg.norm_eps
+        self.dtype = jnp.dtype(cfg.dtype)
+        self.scale = _param(rngs, (cfg.dim,), ("norm",), jnp.dtype(cfg.param_dtype), None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+def rope_frequencies(cfg: LlamaConfig) -> jax.Array:
+    """Inverse frequencies of the rotary embedding [head_dim/2], with Llama 3.1 or linear scaling."""
+    inv_freq = 1.0 / cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim)
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    if s.kind == "linear":
+        return inv_freq / s.factor
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen = s.original_max_position / s.low_freq_factor
+    high_freq_wavelen = s.original_max_position / s.high_freq_factor
+    scaled = jnp.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotate x [B,T,H,D] by its positions [B,T], Hugging Face half-split layout (pairs i, i+D/2)."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,D/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query attention. q [B,T,H,D], k/v [B,S,K,D], mask [B,T,S] (True = may attend)."""
+    b, t, h, d = q.shape
+    n_kv = k.shape[2]
+    q = q.reshape(b, t, n_kv, h // n_kv, d)  # query head h reads kv head h // (H/K), as in HF
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)
+
+
+def segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """[B,T,T] mask for a packed row: causal, within the same non-padding segment."""
+    t = segment_ids.shape[1]
+    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal[None] & same & (segment_ids != 0)[:, :, None]
+
+
+def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
+    """[B,T,S] mask over cache slots: a token at position p sees slots 0..p of its own row."""
+    return jnp.arange(cache_len)[None, None, :] <= positions[:, :, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# One decoder block
+# ----------------------------------------------------------------------------------------------
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer, slot = token position: [layers, batch, max_len, kv_heads, head_dim]."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+CACHE_AXES = ("layers", "act_batch", "cache_len", "act_kv_heads", "head_dim")
+
+
+class Attention(nnx.Module):
+    """Self-attention with RoPE and grouped-query heads; optionally reads and writes a KV cache."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        d, h, k, hd = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = Dense((d,), (h, hd), ("embed", "heads", "head_dim"), cfg, rngs=rngs)
+        self.k_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
+        self.v_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
+        self.o_proj = Dense((h, hd), (d,), ("heads", "head_dim", "embed"), cfg, rngs=rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None):
+        q = constrain(apply_rope(self.q_proj(x), positions, inv_freq), ("act_batch", "length", "act_heads", "head_dim"))
+        k = constrain(apply_rope(self.k_proj(x), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
+        v = constrain(self.v_proj(x), ("act_batch", "length", "act_kv_heads", "head_dim"))
+        if cache_kv is not None:  # write this chunk's keys/values at their positions, then read the cache
+            rows = jnp.arange(x.shape[0])[:, None]
+            k = cache_kv[0].at[rows, write_slots].set(k.astype(cache_kv[0].dtype), mode="drop")
+            v = cache_kv[1].at[rows, write_slots].set(v.astype(cache_kv[1].dtype), mode="drop")
+            cache_kv = (k, v)
+        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        return self.o_proj(out), cache_kv
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.gate_proj = Dense((cfg.dim,), (cfg.mlp_dim,), ("embed", "mlp"), cfg, rngs=rngs)
+        self.up_proj = Dense((cfg.dim,), (cfg.mlp_dim,), ("embed", "mlp"), cfg, rngs=rngs)
+        self.down_proj = Dense((cfg.mlp_dim,), (cfg.dim,), ("mlp", "embed"), cfg, rngs=rngs)
+
+    def __call__(self, x):
+        h = constrain(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x), ("act_batch", "length", "act_mlp"))
+        return self.down_proj(h)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.input_norm = RMSNorm(cfg, rngs=rngs)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.post_attn_norm = RMSNorm(cfg, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None):
+        h, cache_kv = self.attn(self.input_norm(x), positions, mask, inv_freq, cache_kv, write_slots)
+        x = x + h
+        x = x + self.mlp(self.post_attn_norm(x))
+        return constrain(x, ("act_batch", "length", "act_embed")), cache_kv
+
+
+REMAT_POLICIES = {
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+}
+
+
+def stacked_blocks(cfg: LlamaConfig, rngs: nnx.Rngs) -> Block:
+    """A Block whose every parameter has a leading `layers` axis of size n_layers."""
+    keys = jax.random.split(rngs.params(), cfg.n_layers)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block(cfg, rngs=nnx.Rngs(0))))
+    state = jax.vmap(lambda key: nnx.split(Block(cfg, rngs=nnx.Rngs(params=key)))[1])(keys)
+    stacked = jax.tree.map(
+        lambda v: v.replace(axes=("layers",) + v.get_metadata()["axes"]),
+        state, is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    return nnx.merge(graphdef, stacked)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------
+
+
+class Llama(nnx.Module):
+    """Token embedding, n_layers scanned blocks, final norm and output projection."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embed = _param(rngs, (cfg.vocab_size, cfg.dim), ("vocab", "embed"), jnp.dtype(cfg.param_dtype), cfg.init_std)
+        self.layers = stacked_blocks(cfg, rngs)
+        self.norm = RMSNorm(cfg, rngs=rngs)
+        self.lm_head = None if cfg.tie_embeddings else Dense((cfg.dim,), (cfg.vocab_size,), ("embed", "vocab"), cfg, rngs=rngs)
+
+    def __call__(self, tokens, positions=None, segment_ids=None) -> jax.Array:
+        """Logits [B,T,V] (float32). Defaults: one unpadded sequence per row."""
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(tokens)
+        x, _ = self._run_layers(self._embed(tokens), positions, segment_mask(segment_ids))
+        return self._logits(x)
+
+    def init_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache with room for `max_len` positions per row."""
+        cfg = self.config
+        shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+        return KVCache(constrain(jnp.zeros(shape, cfg.dtype), CACHE_AXES), constrain(jnp.zeros(shape, cfg.dtype), CACHE_AXES))
+
+    def extend(self, cache: KVCache, tokens, positions, segment_ids) -> tuple[jax.Array, KVCache]:
+        """Run new tokens [B,T] at `positions`, writing their keys/values into the cache at those slots.
+
+        Serves prefill (many tokens) and decode (one token); rows may carry different numbers of new
+        tokens: padding (segment id 0) writes nothing. Returns logits [B,T,V] and the new cache.
+        """
+        write_slots = jnp.where(segment_ids != 0, positions, cache.max_len)  # out of range: dropped
+        mask = cache_mask(positions, cache.max_len)
+        x, (k, v) = self._run_layers(self._embed(tokens), positions, mask, (cache.k, cache.v), write_slots)
+        return self._logits(x), KVCache(k, v)
+
+    def _embed(self, tokens):
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.dtype)
+        return constrain(x, ("act_batch", "length", "act_embed"))
+
+    def _logits(self, x):
+        x = self.norm(x)
+        if self.lm_head is None:
+            logits = contract(x, self.embed[...].T, 1, x.dtype)
+        else:
+            logits = self.lm_head(x)
+        return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
+
+    def _run_layers(self, x, positions, mask, cache_kv=None, write_slots=None):
+        """Scan the stacked blocks over x; the layer body is compiled once whatever the depth."""
+        graphdef, params = nnx.split(self.layers)
+        inv_freq = rope_frequencies(self.config)
+
+        def body(x, layer):
+            layer_params, layer_cache = layer
+            block = nnx.merge(graphdef, layer_params)
+            return block(x, positions, mask, inv_freq, layer_cache, write_slots)
+
+        if self.config.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
+        return jax.lax.scan(body, x, (params, cache_kv))

@@ -1,0 +1,200 @@
+"""The device mesh, the one table mapping logical axes to mesh axes, and sharded model creation.
+
+Model code names logical axes only (`embed`, `heads`, ...); this module alone knows the mesh axes
+`data` (pure data parallel), `fsdp` (data parallel with sharded parameters) and `tensor` (model
+parallel). A dimension that its mesh axes do not divide evenly is replicated instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from agentjax.configlib import ConfigError
+
+log = logging.getLogger(__name__)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes, in order of preference. Parameters use the plain names; activations
+# the `act_` names, so that a batch sharded over fsdp never asks fsdp to also split its width.
+LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
+    # parameters
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),
+    "heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "mlp": ("tensor",),
+    "head_dim": (),
+    "layers": (),
+    "norm": (),
+    "lora_rank": (),
+    # activations
+    "act_batch": ("data", "fsdp"),
+    "length": (),
+    "cache_len": (),
+    "act_embed": (),
+    "act_heads": ("tensor",),
+    "act_kv_heads": ("tensor",),
+    "act_mlp": ("tensor",),
+    "act_vocab": ("tensor",),
+}
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Sizes of the mesh axes; one of them may be -1 to take the remaining devices."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+    def shape(self, n_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        if sizes.count(-1) > 1:
+            raise ConfigError("mesh: at most one of data/fsdp/tensor may be -1")
+        known = math.prod(s for s in sizes if s != -1)
+        if any(s == 0 or s < -1 for s in sizes):
+            raise ConfigError(f"mesh: sizes must be positive or -1, got {sizes}")
+        if -1 in sizes:
+            if n_devices % known:
+                raise ConfigError(f"mesh: {n_devices} devices are not divisible by data*fsdp*tensor={known}")
+            sizes[sizes.index(-1)] = n_devices // known
+        if math.prod(sizes) != n_devices:
+            raise ConfigError(
+                f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {n_devices} devices; "
+                "set one axis to -1 to use them all"
+            )
+        return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig = MeshConfig(), devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (of every host), laid out for fast collectives."""
+    devices = jax.devices() if devices is None else devices
+    shape = cfg.shape(len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_to_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+    """The PartitionSpec for an array with these logical axes on this mesh (rules table above)."""
+    used: set[str] = set()
+    spec = []
+    for name, dim in zip(axes, shape):
+        if name is not None and name not in LOGICAL_AXIS_RULES:
+            raise KeyError(f"logical axis {name!r} has no rule in agentjax.sharding.LOGICAL_AXIS_RULES")
+        chosen = []
+        for mesh_axis in LOGICAL_AXIS_RULES.get(name, ()) if name else ():
+            size = mesh.shape[mesh_axis]
+            if mesh_axis in used or size == 1:
+                continue
+            if dim % (math.prod(mesh.shape[a] for a in chosen) * size) == 0:
+                chosen.append(mesh_axis)
+        used.update(chosen)
+        spec.append(tuple(chosen) if len(chosen) > 1 else (chosen[0] if chosen else None))
+    return PartitionSpec(*spec)
+
+
+def named_sharding(axes, shape, mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, logical_to_spec(tuple(axes), tuple(shape), mesh))
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def state_shardings(state, mesh: Mesh):
+    """A tree like `state` (an nnx.State) holding each variable's NamedSharding, from its `axes`."""
+
+    def sharding_of(v: nnx.Variable):
+        axes = v.get_metadata().get("axes")
+        if axes is None:  # scalars and counters: replicated
+            return v.replace(NamedSharding(mesh, PartitionSpec()))
+        return v.replace(named_sharding(axes, v.shape, mesh))
+
+    return jax.tree.map(sharding_of, state, is_leaf=_is_variable)
+
+
+def create_sharded(make_module: Callable[[], nnx.Module], mesh: Mesh) -> nnx.Module:
+    """Build a module directly on its shardings: shapes from eval_shape, then a jitted init."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(make_module))
+    shardings = state_shardings(abstract, mesh)
+    with activate(mesh):
+        state = jax.jit(lambda: nnx.split(make_module())[1], out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
+# -- activation constraints -------------------------------------------------------------------
+
+_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("agentjax_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh):
+    """Within this block, traced model code constrains activations to the mesh via `constrain`."""
+    token = _ACTIVE_MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _ACTIVE_MESH.reset(token)
+
+
+def constrain(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+    """Shard an activation by logical axes when a mesh is active; otherwise leave it alone."""
+    mesh = _ACTIVE_MESH.get()
+    if mesh is None or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh))
+
+
+# -- multi-host --------------------------------------------------------------------------------
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Join the processes of a multi-host job (TPU pods detect all three arguments themselves).
+
+    Explicit arguments (or AGENTJAX_COORDINATOR / AGENTJAX_NUM_PROCESSES / AGENTJAX_PROCESS_ID)
+    serve CPU clusters and the loopback tests. A single process without them does nothing.
+    """
+    coordinator = coordinator or os.environ.get("AGENTJAX_COORDINATOR")
+    num_processes = num_processes or _env_int("AGENTJAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("AGENTJAX_PROCESS_ID")
+    if coordinator:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    elif _on_tpu_pod():
+        jax.distributed.initialize()
+    else:
+        return
+    log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+             jax.local_device_count(), jax.device_count())
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _on_tpu_pod() -> bool:
+    """A TPU VM that is one worker of several (the TPU runtime sets these for every worker)."""
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return "," in hosts
+
+
+def host_local_to_global(batch: dict[str, np.ndarray], mesh: Mesh, axes=("act_batch", "length")) -> dict[str, jax.Array]:
+    """Assemble global arrays from each host's rows (its process's share of the global batch)."""
+    out = {}
+    for key, local in batch.items():
+        global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+        sharding = named_sharding(axes[: local.ndim], global_shape, mesh)
+        out[key] = jax.make_array_from_process_local_data(sharding, local, global_shape)
+    return out

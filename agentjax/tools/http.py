@@ -1,0 +1,122 @@
+"""GET-JSON for networked tools: timeouts, retries with exponential backoff, an on-disk cache, secrets kept out of
+logs, errors, cache files and results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+from urllib.parse import quote, quote_plus
+
+import requests
+
+from agentjax.tools.base import ToolError
+from agentjax.tools.cache import DiskCache
+from agentjax.tools.config import HttpConfig
+
+log = logging.getLogger(__name__)
+REDACTED = "***"
+
+
+class _SecretRedactor(logging.Filter):
+    """Rewrites log records of the HTTP libraries (which log full URLs) so no registered secret appears."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: frozenset[str] = frozenset()
+
+    def add(self, secret: str) -> None:
+        """Redact `secret` from now on, as given and URL-encoded (replaced whole, so readers need no lock)."""
+        self.secrets = self.secrets | {secret, quote_plus(secret), quote(secret)}
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_REDACTOR = _SecretRedactor()
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):  # the loggers that print request URLs
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
+class JsonHttpClient:
+    """One server endpoint: `get(params)` returns its JSON reply, from the cache when this request was seen before.
+
+    `secret_params` (e.g. an API key) are sent with each request but left out of the cache key and removed from
+    anything this client returns, raises, logs or stores. Thread-safe: each thread gets its own HTTP session.
+    """
+
+    def __init__(self, tool: str, base_url: str, http: HttpConfig, secret_params: Mapping[str, str] = {},
+                 sleep: Callable[[float], None] = time.sleep):
+        self.tool, self.base_url, self.http = tool, base_url, http
+        self.secret_params = dict(secret_params)
+        self.cache = DiskCache(http.cache_dir) if http.cache_dir else None
+        self.sleep = sleep
+        self._local = threading.local()
+        for value in filter(None, self.secret_params.values()):
+            _REDACTOR.add(value)
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+            self._local.session.headers["User-Agent"] = self.http.user_agent
+        return self._local.session
+
+    def get(self, params: Mapping[str, Any]) -> Any:
+        """The JSON reply to `params`; ToolError (readable, secret-free) when every attempt failed."""
+        key = {"tool": self.tool, "url": self.base_url, "params": dict(params)}
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        failure, requested_wait = "", 0.0
+        for attempt in range(self.http.retries + 1):
+            if attempt:
+                self.sleep(self._delay(attempt, requested_wait))
+            data, failure, requested_wait = self._attempt({**params, **self.secret_params})
+            if not failure:
+                data = json.loads(_REDACTOR.redact(json.dumps(data)))
+                if self.cache is not None:
+                    self.cache.put(key, data)
+                return data
+            log.info("%s: %s (attempt %d of %d)", self.tool, failure, attempt + 1, self.http.retries + 1)
+        raise ToolError(f"{self.tool} is unavailable: {failure} (after {self.http.retries + 1} attempts)")
+
+    def _attempt(self, params: dict) -> tuple[Any, str, float]:
+        """One request: (data, "", 0) on success; (None, reason, server-requested wait) on a retryable failure."""
+        try:
+            response = self._session().get(self.base_url, params=params, timeout=self.http.timeout_s)
+        except requests.Timeout:
+            return None, f"no reply within {self.http.timeout_s:g}s", 0.0
+        except requests.RequestException as e:
+            return None, f"connection failed: {_REDACTOR.redact(str(e))[:300]}", 0.0
+        status = response.status_code
+        if status == 429 or status >= 500:
+            return None, f"HTTP {status}", _retry_after(response)
+        if status >= 400:
+            detail = _REDACTOR.redact(response.text[:200])
+            raise ToolError(f"{self.tool} refused the request: HTTP {status}: {detail}")
+        try:
+            return response.json(), "", 0.0
+        except ValueError:
+            return None, "the reply was not valid JSON", 0.0
+
+    def _delay(self, attempt: int, requested: float) -> float:
+        """Exponential backoff (backoff_s, 2x, 4x, ...), at least what the server asked for, at most backoff_max_s."""
+        return min(self.http.backoff_max_s, max(self.http.backoff_s * 2 ** (attempt - 1), requested))
+
+
+def _retry_after(response: requests.Response) -> float:
+    """The server's Retry-After in seconds, when given as a number; else 0."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return 0.0

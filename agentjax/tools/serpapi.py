@@ -1,0 +1,53 @@
+"""`search[query]` through SerpAPI's Google results, reduced to one snippet the way FireAct did."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from agentjax.configlib import ConfigError
+from agentjax.tools.base import ToolError
+from agentjax.tools.config import HttpConfig, SerpApiConfig
+from agentjax.tools.http import JsonHttpClient
+
+
+def snippet(reply: Mapping[str, Any]) -> str | None:
+    """FireAct's choice: answer box answer, else its snippet, else its first highlighted word, else the top snippet."""
+    box = reply.get("answer_box") or {}
+    organic = reply.get("organic_results") or [{}]
+    candidates = (box.get("answer"), box.get("snippet"), (box.get("snippet_highlighted_words") or [None])[0],
+                  organic[0].get("snippet"))
+    return next((str(c).strip() for c in candidates if c not in (None, "")), None)
+
+
+class SerpApiSearch:
+    """The `search` tool over Google via SerpAPI; the API key comes from the environment and is checked at once."""
+
+    name = "search"
+    description = "search[query]: search Google and return the most relevant snippet"
+
+    def __init__(self, config: SerpApiConfig, http: HttpConfig, sleep: Callable[[float], None] = time.sleep):
+        key = os.environ.get(config.key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"tools.serpapi: the environment variable {config.key_env} is not set. Export your SerpAPI key "
+                f"(serpapi.com/manage-api-key) as {config.key_env}, or use tools.search=recorded for offline runs."
+            )
+        self.config = config
+        self.client = JsonHttpClient("serpapi", config.base_url, http, secret_params={"api_key": key}, sleep=sleep)
+
+    def __call__(self, argument: str) -> str:
+        query = argument.strip()
+        if not query:
+            raise ToolError("search needs a query, e.g. search[capital of France]")
+        reply = self.client.get({"engine": self.config.engine, "q": query, "gl": self.config.gl, "hl": self.config.hl})
+        if not isinstance(reply, dict):
+            raise ToolError("serpapi returned an unexpected reply (not a JSON object)")
+        found = snippet(reply)
+        if found is not None:
+            return found
+        error = str(reply.get("error", ""))
+        if error and "any results" not in error:
+            raise ToolError(f"serpapi: {error}")
+        return f"No results found for {query!r}."

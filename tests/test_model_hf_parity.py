@@ -1,0 +1,119 @@
+"""Contract 1: converted Hugging Face Llama checkpoints give the same logits, and convert back unchanged."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="HF parity needs the test extra: pip install -e '.[test]'")
+transformers = pytest.importorskip("transformers", reason="HF parity needs the test extra: pip install -e '.[test]'")
+from safetensors.numpy import load_file  # noqa: E402
+
+from agentjax.cli import main as cli  # noqa: E402
+from agentjax.model import load_checkpoint  # noqa: E402
+from agentjax.model.convert import config_from_hf  # noqa: E402
+
+VOCAB = 320
+
+HF_CONFIGS = {
+    # grouped-query attention: 4 query heads share 2 kv heads; untied head; sharded safetensors
+    "gqa": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False),
+    # Llama 3.1 RoPE frequency scaling over long positions; tied embeddings; head_dim != hidden/heads
+    "llama31": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=1, head_dim=32, rope_theta=500000.0, tie_word_embeddings=True,
+                    rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                      original_max_position_embeddings=64)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(HF_CONFIGS))
+def converted(request, tmp_path_factory):
+    """A random float32 HF model saved as safetensors and converted with the CLI."""
+    torch.manual_seed(0)
+    kwargs = HF_CONFIGS[request.param]
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, max_position_embeddings=4096, rms_norm_eps=1e-5, **kwargs)
+    hf = transformers.LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():  # norms start at 1: randomise them so a swapped norm would show
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    root = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(root / "hf", safe_serialization=True, max_shard_size="100KB")
+    assert cli(["convert", "hf-to-agentjax", str(root / "hf"), str(root / "ajx")]) == 0
+    return request.param, hf, root
+
+
+def test_logits_match_pytorch(converted):
+    """Logits of the converted model are within 1e-4 (max abs) of PyTorch's on random tokens, long positions included."""
+    name, hf, root = converted
+    tokens = np.random.RandomState(1).randint(0, VOCAB, (2, 300))
+    with torch.no_grad():
+        expected = hf(torch.tensor(tokens)).logits.numpy()
+    model = load_checkpoint(root / "ajx")
+    got = np.asarray(model(tokens))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4, name
+
+
+def test_round_trip_gives_original_tensors(converted):
+    """agentjax-to-hf writes every original tensor back, bit for bit, under its original name."""
+    name, _, root = converted
+    assert cli(["convert", "agentjax-to-hf", str(root / "ajx"), str(root / "back")]) == 0
+    original, back = {}, {}
+    for f in (root / "hf").glob("*.safetensors"):
+        original.update(load_file(f))
+    for f in (root / "back").glob("*.safetensors"):
+        back.update(load_file(f))
+    assert sorted(back) == sorted(original)
+    for key in original:
+        np.testing.assert_array_equal(back[key], original[key], err_msg=key)
+    reloaded = transformers.LlamaForCausalLM.from_pretrained(root / "back")  # transformers reads our config
+    assert reloaded.config.num_key_value_heads == HF_CONFIGS[name]["num_key_value_heads"]
+
+
+def test_config_reads_transformers_4_and_5_rope_keys():
+    """`rope_theta`+`rope_scaling` (4.x) and `rope_parameters` (5.x) give the same config."""
+    base = dict(model_type="llama", vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                intermediate_size=128)
+    scaling = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
+    v4 = config_from_hf({**base, "rope_theta": 5e5, "rope_scaling": {"rope_type": "llama3", **scaling}}, "v4")
+    v5 = config_from_hf({**base, "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, **scaling}}, "v5")
+    assert v4 == v5 and v4.rope_theta == 5e5 and v4.rope_scaling.factor == 8.0
+    plain = config_from_hf({**base, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, "p")
+    assert plain.rope_scaling is None and plain.rope_theta == 1e4
+
+
+def _hf_dir(root, tmp_path, edit):
+    """A copy of a converted test's HF directory with `edit(config, tensors)` applied."""
+    from safetensors.numpy import save_file
+
+    out = tmp_path / "edited"
+    out.mkdir()
+    config = json.loads((root / "hf" / "config.json").read_text())
+    tensors = {}
+    for f in (root / "hf").glob("*.safetensors"):
+        tensors.update(load_file(f))
+    edit(config, tensors)
+    (out / "config.json").write_text(json.dumps(config))
+    save_file(tensors, out / "model.safetensors")
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c, t: t.pop("model.layers.1.mlp.up_proj.weight"), "model.layers.1.mlp.up_proj.weight"),
+    (lambda c, t: t.update({"model.norm.weight": np.ones(3, np.float32)}), "model.norm.weight"),
+    (lambda c, t: c.update(architectures=["MistralForCausalLM"]), "architectures"),
+    (lambda c, t: c.update(model_type="gpt2"), "model_type"),
+    (lambda c, t: c.pop("intermediate_size"), "intermediate_size"),
+])
+def test_bad_checkpoints_name_the_problem_and_leave_nothing(converted, tmp_path, edit, message):
+    """A missing or misshapen tensor, or a non-Llama config, is an error naming it; no output is left."""
+    _, _, root = converted
+    src = _hf_dir(root, tmp_path, edit)
+    from agentjax.model import convert
+
+    with pytest.raises(Exception, match=message.replace(".", r"\.")):
+        convert.hf_to_agentjax(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["edited"]  # no half-written temporary directory either
