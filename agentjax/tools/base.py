@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping, Protocol, runtime_checkable
+from typing import Callable, Literal, Mapping, Protocol, runtime_checkable
 
 _ACTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\[(.*)\]\s*$", re.DOTALL)
 
@@ -69,3 +69,15 @@ def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
 def _usage(tools: Mapping[str, Tool]) -> str:
     """`search[...], finish[...]` for the given tools."""
     return ", ".join(f"{name}[...]" for name in tools)
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A Tool made from a function, e.g. a method of an object holding one episode's state."""
+
+    name: str
+    description: str
+    function: Callable[[str], str]
+
+    def __call__(self, argument: str) -> str:
+        return self.function(argument)

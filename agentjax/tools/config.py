@@ -82,6 +82,8 @@ class ToolsConfig:
     recorded: RecordedConfig = field(default_factory=RecordedConfig)
 
     def validate(self):
+        for part in (self.http, self.wikipedia, self.corpus):
+            part.validate()
         if self.search == "corpus" and not self.corpus.path:
             raise ConfigError("corpus.path: set the JSONL corpus file for search=corpus")
         if self.search == "recorded" and not self.recorded.paths:
