@@ -1,0 +1,70 @@
+"""FLOP accounting for MFU: the model's FLOPs per token, chip peaks, and a measured matmul peak.
+
+Per token, a forward pass costs 2 FLOPs per matmul parameter (the layers' projections and the output
+projection; the input embedding is a gather) plus causal attention: QK^T and PV over on average
+half the context, 2 * 2 * n_layers * n_heads * head_dim * seq_len / 2. Training costs 3x the forward
+(backward = 2x forward); rematerialisation's recomputation is not counted, as is the convention.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' published specifications.
+CHIP_PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+    "TPU v6e": 918e12,
+    "NVIDIA H100": 989e12,  # SXM, dense
+}
+
+
+def matmul_params(cfg) -> int:
+    """Parameters that take part in matmuls: every layer projection and the output projection."""
+    attn = cfg.dim * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+    return cfg.n_layers * (attn + 3 * cfg.dim * cfg.mlp_dim) + cfg.vocab_size * cfg.dim
+
+
+def forward_flops_per_token(cfg, seq_len: int) -> float:
+    """FLOPs of one token's forward pass in a causal sequence of `seq_len` tokens."""
+    attention = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len  # 2 matmuls x 2 FLOPs x seq_len/2
+    return 2 * matmul_params(cfg) + attention
+
+
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """Forward + backward: 3x the forward."""
+    return 3 * forward_flops_per_token(cfg, seq_len)
+
+
+def device_peak_flops(device=None) -> float | None:
+    """The published peak of this accelerator, or None when unknown (e.g. CPU: measure it instead)."""
+    kind = (device or jax.devices()[0]).device_kind
+    return next((v for k, v in CHIP_PEAK_FLOPS.items() if kind.startswith(k)), None)
+
+
+def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of `fn()` (which must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 7) -> float:
+    """FLOP/s of a large square matmul on the default device: the practical peak on a CPU."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    seconds = median_seconds(lambda: f(a).block_until_ready(), repeats=repeats)
+    return 2 * n**3 / seconds
