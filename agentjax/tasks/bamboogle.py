@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentjax.tasks.base import Question, TextAnswerTask, resolve_file, take
-from agentjax.tasks.files import InputFileError, read_csv
+from agentjax.data.errors import DataError
+from agentjax.tasks.files import read_csv
 
 
 class Bamboogle(TextAnswerTask):
@@ -19,11 +20,11 @@ class Bamboogle(TextAnswerTask):
         rows = read_csv(path)
         where, header = next(rows, (str(path), []))
         if [h.strip().lower() for h in header] != ["question", "answer"]:
-            raise InputFileError(f"{where}: expected the header 'Question,Answer', got {header!r}")
+            raise DataError(where, "bad_header", f"expected the header 'Question,Answer', got {header!r}")
         questions = []
         for where, row in rows:
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise InputFileError(f"{where}: expected a non-empty question and answer, got {row!r}")
+                raise DataError(where, "bad_row", f"expected a non-empty question and answer, got {row!r}")
             questions.append(Question(id=str(len(questions)), question=row[0].strip(), answers=(row[1].strip(),),
                                       meta={"split": split}))
         return take(questions, limit)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal, Mapping
 
-from agentjax.tasks.files import InputFileError
+from agentjax.data.errors import DataError
 from agentjax.tasks.scoring import best_over, exact_match, f1_score
 
 AnswerKind = Literal["text", "yes_no", "choice", "number"]
@@ -66,7 +66,7 @@ def resolve_file(path: str | Path, name_in_folder: str) -> Path:
     if path.is_dir():
         path = path / name_in_folder
     if not path.is_file():
-        raise InputFileError(f"{path}: file not found")
+        raise DataError(str(path), "missing_file", "file not found")
     return path
 
 

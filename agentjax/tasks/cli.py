@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from agentjax.data.atomic import atomic_write
+from agentjax.data.errors import DataError
 from agentjax.tasks.fireact_results import Rescored, rescore
-from agentjax.tasks.files import InputFileError
 from agentjax.tasks.registry import TASKS, get_task
 
 _SHOWN_DISAGREEMENTS = 5
@@ -27,14 +26,14 @@ def run(args: argparse.Namespace) -> int:
     """Print n and each metric (in percent), report stored-vs-recomputed disagreements, optionally write JSON."""
     try:
         result = rescore(args.traj_file, get_task(args.task))
-    except InputFileError as e:
+    except DataError as e:
         print(f"agentjax score: {e}", file=sys.stderr)
         return 2
     print(format_report(args.traj_file, result))
     if args.json is not None:
-        write_json_atomically(args.json, {"file": str(args.traj_file), "task": args.task, "n": result.n,
-                                          **result.metrics, "stored": result.stored,
-                                          "disagreements": result.disagreements})
+        with atomic_write(args.json) as f:
+            json.dump({"file": str(args.traj_file), "task": args.task, "n": result.n, **result.metrics,
+                       "stored": result.stored, "disagreements": result.disagreements}, f, indent=2, ensure_ascii=False)
     return 0
 
 
@@ -48,15 +47,3 @@ def format_report(path: Path, result: Rescored) -> str:
         lines.append(f"{len(result.disagreements)} questions disagree with the stored scores; first ones:")
         lines += [f"  {json.dumps(d, ensure_ascii=False)}" for d in result.disagreements[:_SHOWN_DISAGREEMENTS]]
     return "\n".join(lines)
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside `path`, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        try:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-        except BaseException:
-            os.unlink(f.name)
-            raise
-    os.replace(f.name, path)

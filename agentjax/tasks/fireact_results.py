@@ -6,7 +6,8 @@ from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
 from agentjax.tasks.base import Question, Task
-from agentjax.tasks.files import InputFileError, field, read_json
+from agentjax.data.errors import DataError
+from agentjax.tasks.files import field, read_json
 
 _TOLERANCE = 1e-6
 
@@ -25,7 +26,7 @@ def rescore(path: str | Path, task: Task) -> Rescored:
     """Score each stored `pred` against its `gt` (a null pred is an unfinished episode) and compare with stored scores."""
     results = read_json(path)
     if not isinstance(results, dict) or not results:
-        raise InputFileError(f"{path}: expected a non-empty JSON object mapping question id -> result")
+        raise DataError(str(path), "bad_type", "expected a non-empty JSON object mapping question id -> result")
     scores, stored, disagreements = [], [], []
     for qid, record in results.items():
         where = f"{path}[{qid!r}]"

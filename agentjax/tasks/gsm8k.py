@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from agentjax.tasks.base import Question, Task, resolve_file, take
-from agentjax.tasks.files import InputFileError, field, read_jsonl
+from agentjax.data.errors import DataError
+from agentjax.tasks.files import field, records
 from agentjax.tasks.scoring import best_over, numeric_match, parse_number
 
 FINAL_ANSWER_MARK = "####"
@@ -19,9 +20,9 @@ class GSM8K(Task):
     metrics = ("accuracy",)
 
     def load(self, path: str | Path, split: str = "test", limit: int | None = None) -> list[Question]:
-        """Questions of `{split}.jsonl` (one {question, answer} object a line) in file order."""
+        """Questions of `{split}.jsonl` (one {question, answer} object a line, or a JSON array) in file order."""
         path = resolve_file(path, f"{split}.jsonl")
-        return take(_questions(read_jsonl(path), split), limit)
+        return take(_questions(records(path), split), limit)
 
     def from_records(self, records: Iterable[Mapping], split: str = "test", source: str = "records") -> list[Question]:
         """Questions from {question, answer} mappings, e.g. TFDS examples (whose strings may be bytes)."""
@@ -36,12 +37,12 @@ def _questions(records: Iterable[tuple[str, Any]], split: str) -> list[Question]
     questions = []
     for i, (where, record) in enumerate(records):
         if not isinstance(record, Mapping):
-            raise InputFileError(f"{where}: expected an object with 'question' and 'answer', got {type(record).__name__}")
+            raise DataError(where, "bad_type", f"expected an object with question and answer, got {type(record).__name__}")
         record = {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in record.items()}
         solution = field(record, "answer", where)
         final = solution.rsplit(FINAL_ANSWER_MARK, 1)[1].strip() if FINAL_ANSWER_MARK in solution else ""
         if parse_number(final) is None:
-            raise InputFileError(f"{where}: field 'answer' should end with '{FINAL_ANSWER_MARK} <number>', got {solution[-60:]!r}")
+            raise DataError(where, "bad_answer", f"answer: expected '{FINAL_ANSWER_MARK} <number>' at the end, got {solution[-60:]!r}")
         questions.append(Question(id=str(i), question=field(record, "question", where).strip(), answers=(final,),
                                   kind="number", meta={"solution": solution, "split": split}))
     return questions

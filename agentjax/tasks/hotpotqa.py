@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from agentjax.tasks.base import Question, TextAnswerTask, resolve_file, take
-from agentjax.tasks.files import InputFileError, field, read_json
+from agentjax.tasks.files import field, records
 
 FIREACT_SHUFFLE_SEED = 233  # ReAct's seed; FireAct's "dev 0-500" questions are the first 500 after it
 FIREACT_EVAL_SIZE = 500
@@ -20,15 +20,12 @@ class HotpotQA(TextAnswerTask):
     def load(self, path: str | Path, split: str = "dev", limit: int | None = None) -> list[Question]:
         """Questions of `split`.json in FireAct's order: `limit=500` gives exactly its evaluation set."""
         path = resolve_file(path, f"{split}.json")
-        items = read_json(path)
-        if not isinstance(items, list):
-            raise InputFileError(f"{path}: expected a JSON array of {{question, answer, type}} objects")
+        items = list(records(path))
         order = list(range(len(items)))
         random.Random(FIREACT_SHUFFLE_SEED).shuffle(order)
         questions = []
         for index in order:
-            where = f"{path}[{index}]"
-            item = items[index]
+            where, item = items[index]
             questions.append(
                 Question(
                     id=str(index),

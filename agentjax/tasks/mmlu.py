@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentjax.tasks.base import Question, Task, take
-from agentjax.tasks.files import InputFileError, read_csv
+from agentjax.data.errors import DataError
+from agentjax.tasks.files import read_csv
 from agentjax.tasks.scoring import best_over, letter_match
 
 LETTERS = ("A", "B", "C", "D")
@@ -22,7 +23,7 @@ class MMLU(Task):
         path = Path(path)
         files = [path] if path.is_file() else sorted((path / split).glob("*.csv"))
         if not files:
-            raise InputFileError(f"{path / split}: no MMLU CSV files found")
+            raise DataError(str(path / split), "missing_file", "no MMLU CSV files found")
         questions = []
         for file in files:
             subject = file.stem.removesuffix(f"_{split}")
@@ -37,10 +38,10 @@ class MMLU(Task):
 def _question(row: list[str], qid: str, subject: str, where: str) -> Question:
     """One CSV row (question, A, B, C, D, letter) as a Question whose text lists the options."""
     if len(row) != 6:
-        raise InputFileError(f"{where}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
+        raise DataError(where, "bad_row", f"expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
     stem, *options, answer = (cell.strip() for cell in row)
     if answer not in LETTERS:
-        raise InputFileError(f"{where}: field 'answer' (column 6) should be one of {LETTERS}, got {answer!r}")
+        raise DataError(where, "bad_answer", f"answer (column 6): expected one of {LETTERS}, got {answer!r}")
     text = "\n".join([stem] + [f"{letter}. {option}" for letter, option in zip(LETTERS, options)])
     return Question(id=qid, question=text, answers=(answer,), kind="choice",
                     meta={"subject": subject, "choices": tuple(options)})

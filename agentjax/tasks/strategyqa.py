@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentjax.tasks.base import Question, Task, resolve_file, take
-from agentjax.tasks.files import InputFileError, field, read_json
+from agentjax.tasks.files import field, records
 from agentjax.tasks.scoring import best_over, yes_no_match
 
 
@@ -18,12 +18,8 @@ class StrategyQA(Task):
     def load(self, path: str | Path, split: str = "dev", limit: int | None = None) -> list[Question]:
         """Questions of `strategyqa_{split}.json` (a JSON array of {qid, question, answer: bool}) in file order."""
         path = resolve_file(path, f"strategyqa_{split}.json")
-        items = read_json(path)
-        if not isinstance(items, list):
-            raise InputFileError(f"{path}: expected a JSON array of {{qid, question, answer}} objects")
         questions = []
-        for i, item in enumerate(items):
-            where = f"{path}[{i}]"
+        for where, item in records(path):
             questions.append(
                 Question(
                     id=field(item, "qid", where),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from agentjax.data.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,5 @@ class DiskCache:
 
     def put(self, key: Any, value: Any) -> None:
         """Store `value` (temporary file + rename, so a reader never sees half an entry; last writer wins)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-            try:
-                json.dump({"key": key, "value": value}, f, ensure_ascii=False)
-            except BaseException:
-                os.unlink(f.name)
-                raise
-        os.replace(f.name, path)
+        with atomic_write(self._path(key)) as f:
+            json.dump({"key": key, "value": value}, f, ensure_ascii=False)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agentjax.tasks.files import InputFileError, field, read_jsonl
+from agentjax.data.errors import DataError
+from agentjax.tasks.files import field, records
 from agentjax.tools.base import ToolError
 from agentjax.tools.bm25_index import Bm25Index
 from agentjax.tools.config import CorpusConfig
@@ -18,14 +19,14 @@ class CorpusSearch:
     def __init__(self, config: CorpusConfig):
         self.top_k = config.top_k
         self.passages: list[str] = []
-        for where, record in read_jsonl(config.path):
+        for where, record in records(config.path):
             text = field(record, config.text_field, where).strip()
             title = record.get(config.title_field, "")
             if not isinstance(title, str):
-                raise InputFileError(f"{where}: field {config.title_field!r} should be str, got {title!r:.80}")
+                raise DataError(where, "bad_type", f"{config.title_field}: expected str, got {title!r:.80}")
             self.passages.append(f"{title.strip()}: {text}" if title.strip() else text)
         if not self.passages:
-            raise InputFileError(f"{config.path}: the corpus is empty")
+            raise DataError(config.path, "empty", "the corpus has no passages")
         self.index = Bm25Index(self.passages)
 
     def __call__(self, argument: str) -> str:

@@ -1,8 +1,8 @@
 """`search[query]` replayed from recorded trajectories, for offline, reproducible runs.
 
-The recordings map each query an agent searched to the observation it got; FireAct's results files (question id
--> {traj: text}), its gpt-format JSONL ({messages}) and alpaca JSON ([{output}]) are read. A query is answered by
-its exact recording (case and spacing ignored), else by the recording of the nearest recorded query (BM25).
+The recordings map each query an agent searched to the observation it got, read from FireAct's results files
+(question id -> {traj: text}), gpt-format JSONL and alpaca JSON. A query is answered by its exact recording (case
+and spacing ignored), else by the recording of the nearest recorded query (BM25 over the recorded queries).
 """
 
 from __future__ import annotations
@@ -10,43 +10,41 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
-from agentjax.tasks.files import InputFileError, field, read_json, read_jsonl
+from agentjax.data.conversation import Turn
+from agentjax.data.errors import DataError
+from agentjax.data.formats import read_conversations, split_react_text
+from agentjax.tasks.files import field, read_json
 from agentjax.tools.base import ToolError, parse_action
 from agentjax.tools.bm25_index import Bm25Index
 
-_STEP = re.compile(
-    r"^Action(?: \d+)?:[ \t]*(?P<action>[^\n]*)\nObservation(?: \d+)?:[ \t]*(?P<observation>.*?)"
-    r"(?=\n(?:Thought|Action|Observation)(?: \d+)?:|\Z)",
-    re.MULTILINE | re.DOTALL,
-)
+_ACTION_LINE = re.compile(r"^Action(?: \d+)?:(.*)$", re.MULTILINE)
 
 
-def search_steps(trajectory: str) -> Iterator[tuple[str, str]]:
-    """(query, observation) for every `Action: search[...]` followed by an `Observation:` in a trajectory text."""
-    for step in _STEP.finditer(trajectory):
-        action = parse_action(step["action"])
+def search_steps(turns: Sequence[Turn]) -> Iterator[tuple[str, str]]:
+    """(query, observation) for each assistant turn whose last action is search[...] and that a tool turn answers."""
+    for reply, answer in zip(turns, turns[1:]):
+        if reply.role != "assistant" or answer.role != "tool":
+            continue
+        actions = _ACTION_LINE.findall(reply.content)
+        action = parse_action(actions[-1]) if actions else None
         if action is not None and action.name == "search" and action.argument:
-            yield action.argument, step["observation"].strip()
+            yield action.argument, answer.content.strip()
 
 
-def _trajectories(path: Path) -> Iterator[tuple[str, str]]:
-    """(where, trajectory text) from a FireAct results JSON, a gpt-format JSONL or an alpaca JSON file."""
+def _turns(path: Path) -> Iterator[Sequence[Turn]]:
+    """Each trajectory's turns, from a gpt-format JSONL, a FireAct results JSON or an alpaca JSON file."""
     if path.suffix == ".jsonl":
-        for where, record in read_jsonl(path):
-            messages = field(record, "messages", where, list)
-            yield where, "\n".join(field(m, "content", f"{where}: messages[{i}]") for i, m in enumerate(messages))
+        yield from (conversation.turns for conversation in read_conversations(path, "fireact"))
         return
     data = read_json(path)
-    if isinstance(data, dict):  # FireAct results: question id -> {traj, ...}
-        for qid, record in data.items():
-            yield f"{path}[{qid!r}]", field(record, "traj", f"{path}[{qid!r}]")
-    elif isinstance(data, list):  # alpaca: [{instruction, input, output}]
-        for i, record in enumerate(data):
-            yield f"{path}[{i}]", field(record, "output", f"{path}[{i}]")
+    if isinstance(data, dict):  # FireAct results: question id -> {traj: "...", ...}
+        yield from (split_react_text(field(record, "traj", f"{path}[{qid!r}]")) for qid, record in data.items())
+    elif isinstance(data, list):
+        yield from (conversation.turns for conversation in read_conversations(path, "fireact-alpaca"))
     else:
-        raise InputFileError(f"{path}: expected a FireAct results object or an alpaca array")
+        raise DataError(str(path), "bad_type", "expected a FireAct results object or an alpaca array")
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -58,7 +56,7 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise InputFileError(f"{path}: recorded-search file or folder not found")
+            raise DataError(str(path), "missing_file", "recorded-search file or folder not found")
     return files
 
 
@@ -83,15 +81,16 @@ class RecordedSearch:
     description = "search[query]: search the web and return a short snippet (replayed from recorded runs)"
 
     def __init__(self, paths: Iterable[str | Path]):
+        files = _files(paths)
         self.recordings: dict[str, tuple[str, str]] = {}  # key -> (query as recorded, observation)
         self.conflicts = 0  # repeated queries whose recorded observations differ
-        for file in _files(paths):
-            for _, trajectory in _trajectories(file):
-                for query, observation in search_steps(trajectory):
+        for file in files:
+            for turns in _turns(file):
+                for query, observation in search_steps(turns):
                     known = self.recordings.setdefault(_key(query), (query, observation))
                     self.conflicts += known[1] != observation
         if not self.recordings:
-            raise InputFileError(f"no search steps found in {[str(p) for p in paths]}")
+            raise DataError(", ".join(map(str, files)), "no_search_steps", "no search[...] steps with observations found")
         self._keys = list(self.recordings)
         self.index = Bm25Index([self.recordings[k][0] for k in self._keys])
 
