@@ -71,8 +71,8 @@ PRODUCTS = ("maps", "bells", "ships", "tea", "glass", "clocks", "paper", "rope")
 ORG_SUFFIXES = ("Guild", "Bank", "Academy", "Company", "Society", "Press", "Foundry", "Institute")
 
 _ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr", "sh", "th")
-_NUCLEI = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
-_CODAS = ("", "", "", "n", "r", "l", "s", "k", "m", "nd")
+_NUCLEI = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou")
+_CODAS = ("", "", "", "", "n", "r", "l", "s", "k", "m")
 
 
 def _template_words() -> frozenset[str]:
@@ -93,7 +93,7 @@ class NameMaker:
     def word(self) -> str:
         """A fresh capitalised word of two or three syllables."""
         while True:
-            syllables = 2 if self.rng.random() < 0.7 else 3
+            syllables = 2 if self.rng.random() < 0.8 else 3
             word = "".join(
                 self.rng.choice(_ONSETS) + self.rng.choice(_NUCLEI) + self.rng.choice(_CODAS) for _ in range(syllables)
             )

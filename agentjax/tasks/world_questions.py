@@ -109,15 +109,22 @@ class _Draw:
 
     def __init__(self, rng: random.Random, region: Region):
         self.rng, self.region = rng, region
+        self.picked: list[str] = []  # the entities handed out for the question being made
+
+    def pick(self, names: list[str]) -> str:
+        """One of `names`, remembered as an entity the question involves."""
+        self.picked.append(self.rng.choice(names))
+        return self.picked[-1]
 
     def one(self, kind: str) -> str:
-        return self.rng.choice(self.region.of_kind[kind])
+        return self.pick(self.region.of_kind[kind])
 
     def two(self, kind: str, relation: str | None = None) -> tuple[str, str]:
         """Two different entities of `kind` (with different values of `relation`, when given)."""
         while True:
             a, b = self.rng.sample(self.region.of_kind[kind], 2)
             if relation is None or self.region.fact(a, relation) != self.region.fact(b, relation):
+                self.picked += [a, b]
                 return a, b
 
 
@@ -171,7 +178,7 @@ def _yes_no(d: _Draw) -> tuple[str, Program] | None:
         pool = same if want_yes else others
         if not pool:
             return None
-        b = d.rng.choice(pool)
+        b = d.pick(pool)
         return f"Were {a} and {b} born in the same city?", Program((Hop(a, "birth_city"), Hop(b, "birth_city")), "same")
     if form == 1:
         p, o = d.one("person"), d.one("organisation")
@@ -185,13 +192,13 @@ def _yes_no(d: _Draw) -> tuple[str, Program] | None:
     if form == 3:
         o = d.one("organisation")
         truth = r.fact(r.fact(o, "city"), "country")
-        country = truth if want_yes else d.rng.choice([k for k in r.of_kind["country"] if k != truth])
+        country = truth if want_yes else d.pick([k for k in r.of_kind["country"] if k != truth])
         return f"Is {o} based in {country}?", Program((Hop(o, "city"), Hop(0, "country")), "equals", (country,))
     p = d.one("person")
     truth = r.fact(r.fact(p, "employer"), "leader")
     if truth == p:
         return None
-    leader = truth if want_yes else d.rng.choice([q for q in r.of_kind["person"] if q not in (truth, p)])
+    leader = truth if want_yes else d.pick([q for q in r.of_kind["person"] if q not in (truth, p)])
     program = Program((Hop(p, "employer"), Hop(0, "leader")), "equals", (leader,))
     return f"Does {p} work for an organisation led by {leader}?", program
 
@@ -244,15 +251,17 @@ MAKERS: dict[str, Callable[[_Draw], tuple[str, Program] | None]] = {
 }
 
 
-def draw_questions(rng: random.Random, region: Region, kind: str, count: int) -> list[tuple[str, Program]]:
-    """Up to `count` distinct questions of `kind` (fewer only when the region is too small to have that many)."""
+def draw_questions(rng: random.Random, region: Region, kind: str, count: int) -> list[tuple[str, Program, list[str]]]:
+    """Up to `count` distinct questions of `kind` (fewer only when the region is too small to have that many),
+    each with the names of the entities its text mentions."""
     draw, made, seen = _Draw(rng, region), [], set()
     for _ in range(20 * count):
         if len(made) == count:
             break
+        draw.picked = []
         item = MAKERS[kind](draw)
         if item is not None and item[0] not in seen:
             seen.add(item[0])
-            made.append(item)
+            made.append((*item, draw.picked))
     return made
 

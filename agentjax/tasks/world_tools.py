@@ -1,0 +1,83 @@
+"""The world's tools: ReAct's search/lookup over one split's documents, the calculator, finish; fresh per episode.
+
+Browsing reuses `agentjax.tools.wikipedia.WikipediaEpisode` (ReAct's search/lookup semantics and wording) with
+the split's documents in place of the Wikipedia API. The teacher and the evaluated agent both get their tools
+from `WorldToolkit.new_episode()`, so training observations and evaluation observations are the same text.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from agentjax.tasks.world import World
+from agentjax.tasks.world_entities import SEARCH_SENTENCES
+from agentjax.tools.base import FunctionTool, Tool
+from agentjax.tools.calculator import Calculator
+from agentjax.tools.config import WikipediaConfig
+from agentjax.tools.finish import Finish
+from agentjax.tools.wikipedia import Page, WikipediaEpisode
+
+RIGHT_ANSWER = "Your answer is correct."
+WRONG_ANSWER = "Your answer is wrong. Reflect on the mistake and try again."
+
+
+class Encyclopedia:
+    """One split's documents behind the interface `WikipediaEpisode` browses: a page by exact title, similar titles."""
+
+    def __init__(self, documents: dict[str, tuple[str, ...]]):
+        self.config = WikipediaConfig(sentences=SEARCH_SENTENCES)
+        self.pages = {_key(title): Page(title, " ".join(sentences)) for title, sentences in documents.items()}
+
+    def page(self, title: str) -> Page | None:
+        """The document titled `title` (case and spacing ignored), or None."""
+        return self.pages.get(_key(title))
+
+    def similar(self, text: str) -> list[str]:
+        """The titles closest in spelling to `text`, best first."""
+        keys = difflib.get_close_matches(_key(text), list(self.pages), n=self.config.similar, cutoff=0.0)
+        return [self.pages[k].title for k in keys]
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+class CheckedFinish(Finish):
+    """`finish[answer]` that tells the agent whether the answer is right (Reflexion's evaluator feedback).
+
+    A wrong answer does not end the episode (`ends_episode` is False after it), so the agent can reflect and retry.
+    """
+
+    def __init__(self, is_correct: Callable[[str], bool]):
+        self.is_correct = is_correct
+        self.ends_episode = True
+
+    def __call__(self, argument: str) -> str:
+        self.ends_episode = self.is_correct(argument)
+        return RIGHT_ANSWER if self.ends_episode else WRONG_ANSWER
+
+
+class WorldToolkit:
+    """The tools of one split of the world; the search index is built once, tool objects are new for each episode."""
+
+    def __init__(self, world: World, split: str):
+        self.split = split
+        self.encyclopedia = Encyclopedia(world.documents(split))
+
+    def new_episode(self, is_correct: Callable[[str], bool] | None = None) -> dict[str, Tool]:
+        """Tool name -> tool for one episode: search, lookup, calculate, finish (checking answers if `is_correct`)."""
+        browser = WikipediaEpisode(self.encyclopedia)  # type: ignore[arg-type]  # same two methods, local pages
+        tools: list[Tool] = [
+            FunctionTool("search", "search[entity]: the first sentences of the document about an entity, or similar "
+                         "titles when there is none", browser.search),
+            FunctionTool("lookup", "lookup[keyword]: the next sentence containing keyword in the document last "
+                         "found by search", browser.lookup),
+            Calculator(),
+            Finish() if is_correct is None else CheckedFinish(is_correct),
+        ]
+        return {tool.name: tool for tool in tools}
+
+    def describe(self) -> str:
+        """One line per tool, `name[argument]: what it does`, for prompts."""
+        return "\n".join(tool.description for tool in self.new_episode().values())
