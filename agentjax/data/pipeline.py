@@ -22,9 +22,8 @@ from agentjax.configlib import to_dict
 from agentjax.data.config import DataConfig
 from agentjax.data.errors import DataError
 from agentjax.data.packing import FIELDS
-from agentjax.data.sources import LoadedSource, load_source
+from agentjax.data.sources import LoadedSource, source_counts
 from agentjax.data.stream import RowStream, Window
-from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import Tokenizer
 
 STATE_VERSION = 1
@@ -42,17 +41,12 @@ class Pipeline:
         self.config, self.tokenizer = config, tokenizer
         self.global_batch, self.local_batch = global_batch, global_batch // process_count
         self.process_index = process_index
-        self.template = get_template(config.template, tokenizer, **config.template_options)
-        self.sources: list[LoadedSource] = [load_source(s, self.template, config.conditioning, config.bad_input) for s in config.sources]
-        self.stream = RowStream(self.sources, self.template, config)
+        self.stream = RowStream.from_config(config, tokenizer)
+        self.sources: list[LoadedSource] = self.stream.sources
+        self.template = self.stream.template
         self._fingerprint = self._make_fingerprint()
         self._position: dict[str, Any] = {"window": 0, "row": 0, "draws": self.stream.mixture.start()}
-        self._counters: Counter = Counter()
-        for s in self.sources:
-            self._counters[f"source/{s.name}/conversations"] = len(s.conversations)
-            self._counters[f"source/{s.name}/filtered"] = s.filtered
-            for reason, n in s.bad_input.items():
-                self._counters[f"bad_input/{reason}"] += n
+        self._counters: Counter = source_counts(self.sources)
         self._window_draws: dict[int, tuple[int, ...]] = {}  # filled by the planner thread, read by the consumer
         self._window_counts: dict[int, Counter] = {}  # filled by the packing threads, merged when consumed
         self._lock = threading.Lock()
@@ -74,14 +68,15 @@ class Pipeline:
             raise ValueError("data state was saved with a different data config, data or tokenizer; "
                              "resuming would not reproduce the same batches")
         self._position = {"window": int(state["window"]), "row": int(state["row"]), "draws": [int(d) for d in state["draws"]]}
-        self._counters = Counter(state.get("counters", {}))
+        self._counters = Counter(state["counters"])
 
     @property
     def counters(self) -> dict[str, int | float]:
-        """Counts over the batches yielded so far: examples, tokens, dropped/truncated by reason, bad input, packing."""
+        """Counts so far: loading (conversations, bad input by reason), packed windows (examples, tokens,
+        dropped/truncated by reason, per source), and yielded batches (`consumed_*`, `packing_efficiency`)."""
         out: dict[str, int | float] = dict(self._counters)
-        slots = out.get("slots", 0)
-        out["packing_efficiency"] = out.get("tokens", 0) / slots if slots else 0.0
+        slots = out.get("consumed_slots", 0)
+        out["packing_efficiency"] = out.get("consumed_tokens", 0) / slots if slots else 0.0
         return out
 
     # -- iteration -------------------------------------------------------------------------------
@@ -119,8 +114,8 @@ class Pipeline:
             for w in [w for w in self._window_draws if w < last_window]:
                 del self._window_draws[w]
         self._position = {"window": last_window, "row": last_row + 1, "draws": list(draws)}
-        self._counters.update({"batches": 1, "tokens": int((batch["segment_ids"] > 0).sum()),
-                               "slots": batch["segment_ids"].size, "supervised": int(supervised)})
+        self._counters.update({"batches": 1, "consumed_tokens": int((batch["segment_ids"] > 0).sum()),
+                               "consumed_slots": batch["segment_ids"].size, "consumed_supervised": int(supervised)})
         lo = self.process_index * self.local_batch
         return {k: v[lo : lo + self.local_batch] for k, v in batch.items()}
 

@@ -51,6 +51,18 @@ def load_source(config: SourceConfig, template: Template, conditioning: Conditio
     return loaded
 
 
+def source_counts(sources: list[LoadedSource]) -> Counter:
+    """Counters of what loading did: conversations kept and filtered per source, bad input by reason."""
+    counts: Counter = Counter()
+    for s in sources:
+        counts[f"source/{s.name}/conversations"] = len(s.conversations)
+        counts[f"source/{s.name}/filtered"] = s.filtered
+        for reason, n in s.bad_input.items():
+            counts[f"bad_input/{reason}"] += n
+            counts[f"source/{s.name}/bad_input/{reason}"] += n
+    return counts
+
+
 def _kept(conv: Conversation, config: SourceConfig) -> bool:
     if config.keep_methods and conv.method not in config.keep_methods:
         return False

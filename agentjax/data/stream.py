@@ -9,11 +9,13 @@ from typing import Iterator
 import numpy as np
 
 from agentjax.data.config import DataConfig
+from agentjax.data.conversation import Conversation
 from agentjax.data.errors import DataError
 from agentjax.data.mixture import Mixture
 from agentjax.data.packing import best_fit_pack, layout_rows
-from agentjax.data.sources import LoadedSource
-from agentjax.data.templates import Template
+from agentjax.data.sources import LoadedSource, load_source
+from agentjax.data.templates import Template, get_template
+from agentjax.data.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class RowStream:
 
     A window depends only on (seed, its index, the draws before it), which is what makes exact resume cheap.
     """
+
+    @classmethod
+    def from_config(cls, config: DataConfig, tokenizer: Tokenizer) -> "RowStream":
+        """Load every configured source (bad input raises or is counted) and set up the stream over them."""
+        template = get_template(config.template, tokenizer, **config.template_options)
+        return cls([load_source(s, template, config.conditioning, config.bad_input) for s in config.sources], template, config)
 
     def __init__(self, sources: list[LoadedSource], template: Template, config: DataConfig):
         self.sources, self.template, self.config = sources, template, config
@@ -52,33 +60,43 @@ class RowStream:
         examples = []
         for source_index, example_index in window.items:
             source = self.sources[source_index]
-            conv = source.conversations[example_index]
+            conv = without_untrained_tail(source.conversations[example_index], self.template)
+
+            def count(key: str, n: int = 1) -> None:  # totals and per source
+                counts[key] += n
+                counts[f"source/{source.name}/{key}"] += n
+
             encoded = self.template.encode(conv)
             ids, weights = encoded.ids, encoded.weights
             if not weights[1:].any():
                 if cfg.bad_input == "raise":
                     raise DataError(conv.origin, "nothing_to_train", "renders to no supervised token")
-                counts["dropped/nothing_to_train"] += 1
+                count("dropped/nothing_to_train")
                 continue
             if len(ids) - 1 > seq_len:
                 if cfg.overlong == "error":
                     raise DataError(conv.origin, "too_long", f"{len(ids)} tokens do not fit seq_len {seq_len} (+1); "
                                     "set overlong to drop or truncate")
                 if cfg.overlong == "drop":
-                    counts["dropped/too_long"] += 1
+                    count("dropped/too_long")
                     continue
                 ids, weights = ids[: seq_len + 1], weights[: seq_len + 1]
                 if not weights[1:].any():
-                    counts["dropped/nothing_left_after_truncation"] += 1
+                    count("dropped/nothing_left_after_truncation")
                     continue
-                counts["truncated"] += 1
+                count("truncated")
             examples.append((ids, weights))
-            counts["examples"] += 1
-            counts[f"source/{source.name}/examples"] += 1
-            counts[f"source/{source.name}/tokens"] += len(ids) - 1
-            counts[f"source/{source.name}/supervised"] += int(weights[1:].sum())
+            count("examples")
+            count("tokens", len(ids) - 1)
+            count("supervised", int(weights[1:].sum()))
         rows = best_fit_pack([len(ids) - 1 for ids, _ in examples], seq_len)
         if cfg.shuffle:
             np.random.default_rng([cfg.seed, window.index, 3]).shuffle(rows)
         counts["rows"] += len(rows)
         return layout_rows(examples, rows, seq_len, self.template.tokenizer.pad_id), counts
+
+
+def without_untrained_tail(conv: Conversation, template: Template) -> Conversation:
+    """Drop the turns after the last trained one: they cannot change the loss, only cost compute (e.g. FireAct's reward line)."""
+    last = max((i for i, t in enumerate(conv.turns) if template.trained(t)), default=len(conv.turns) - 1)
+    return conv if last == len(conv.turns) - 1 else conv.replace(turns=conv.turns[: last + 1])
