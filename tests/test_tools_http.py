@@ -192,6 +192,15 @@ def test_malformed_json_is_retried_then_reported(server, tmp_path, sleeps, monke
     assert search(toolkit, "q").observation == "fine"
 
 
+def test_serpapi_error_object_is_a_failure_and_not_cached(server, tmp_path, sleeps, monkeypatch):
+    """A 200 reply carrying an error (not "no results") is a failure observation, asked again on the next call."""
+    server.serve(Reply({"error": "Your account has run out of searches."}), Reply(google({"answer": "ok"})))
+    toolkit = serpapi_toolkit(server, tmp_path, sleeps, monkeypatch)
+    failed = search(toolkit, "q")
+    assert failed.status == "tool_error" and failed.observation.endswith("serpapi: Your account has run out of searches.")
+    assert search(toolkit, "q").observation == "ok" and len(server.requests) == 2
+
+
 def test_client_errors_are_not_retried(server, tmp_path, sleeps, monkeypatch):
     """A 4xx other than 429 (e.g. a bad key) fails at once, without waiting, and says what the server said."""
     server.serve(Reply({"error": "Invalid API key."}, status=401))
@@ -379,12 +388,12 @@ def test_wikipedia_state_is_per_episode(server, tmp_path, sleeps):
     assert run_action(first, "lookup[Ulm]").observation == "(Result 1 / 1) Einstein was born in Ulm."
 
 
-def test_wikipedia_api_error_and_retry(server, tmp_path, sleeps):
-    """A MediaWiki error object is a failure observation; a 503 is retried through the shared HTTP client."""
-    server.serve(Reply({"error": {"code": "badvalue", "info": "Unrecognized value for parameter \"action\""}}),
+def test_wikipedia_api_error_is_not_cached_and_5xx_is_retried(server, tmp_path, sleeps):
+    """A MediaWiki error object is a failure observation and is not cached; a 503 is retried (shared client)."""
+    server.serve(Reply({"error": {"code": "maxlag", "info": "Waiting for a database server: 5 seconds lagged"}}),
                  Reply("", 503), Reply(wiki_page("Albert Einstein", EINSTEIN)))
     tools = wiki_toolkit(server, tmp_path, sleeps).new_episode()
     failed = run_action(tools, "search[Albert Einstein]")
-    assert failed.status == "tool_error" and "Unrecognized value" in failed.observation
-    assert run_action(tools, "search[Albert]").observation.startswith("Albert Einstein (14 March 1879")
-    assert sleeps == [0.25]
+    assert failed.status == "tool_error" and "5 seconds lagged" in failed.observation
+    assert run_action(tools, "search[Albert Einstein]").observation.startswith("Albert Einstein (14 March 1879")
+    assert len(server.requests) == 3 and sleeps == [0.25]

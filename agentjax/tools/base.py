@@ -42,6 +42,18 @@ class Tool(Protocol):
 
 
 @dataclass(frozen=True)
+class FunctionTool:
+    """A Tool made from a function, e.g. a method of an object holding one episode's state."""
+
+    name: str
+    description: str
+    function: Callable[[str], str]
+
+    def __call__(self, argument: str) -> str:
+        return self.function(argument)
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """The observation an action produced and how the call went (`ok`, `finished`, `tool_error`, `invalid_action`)."""
 
@@ -69,15 +81,3 @@ def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
 def _usage(tools: Mapping[str, Tool]) -> str:
     """`search[...], finish[...]` for the given tools."""
     return ", ".join(f"{name}[...]" for name in tools)
-
-
-@dataclass(frozen=True)
-class FunctionTool:
-    """A Tool made from a function, e.g. a method of an object holding one episode's state."""
-
-    name: str
-    description: str
-    function: Callable[[str], str]
-
-    def __call__(self, argument: str) -> str:
-        return self.function(argument)

@@ -72,8 +72,12 @@ class JsonHttpClient:
             self._local.session.headers["User-Agent"] = self.http.user_agent
         return self._local.session
 
-    def get(self, params: Mapping[str, Any]) -> Any:
-        """The JSON reply to `params`; ToolError (readable, secret-free) when every attempt failed."""
+    def get(self, params: Mapping[str, Any], check: Callable[[Any], None] | None = None) -> Any:
+        """The JSON reply to `params`; ToolError (readable, secret-free) when every attempt failed.
+
+        `check(reply)` may raise ToolError for a well-formed but failed reply (an API error object): such replies
+        are not cached, so the next call asks again.
+        """
         key = {"tool": self.tool, "url": self.base_url, "params": dict(params)}
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return hit
@@ -84,6 +88,8 @@ class JsonHttpClient:
             data, failure, requested_wait = self._attempt({**params, **self.secret_params})
             if not failure:
                 data = json.loads(_REDACTOR.redact(json.dumps(data)))
+                if check is not None:
+                    check(data)
                 if self.cache is not None:
                     self.cache.put(key, data)
                 return data

@@ -14,11 +14,27 @@ from agentjax.tools.http import JsonHttpClient
 
 def snippet(reply: Mapping[str, Any]) -> str | None:
     """FireAct's choice: answer box answer, else its snippet, else its first highlighted word, else the top snippet."""
-    box = reply.get("answer_box") or {}
-    organic = reply.get("organic_results") or [{}]
-    candidates = (box.get("answer"), box.get("snippet"), (box.get("snippet_highlighted_words") or [None])[0],
-                  organic[0].get("snippet"))
+    box = _mapping(reply.get("answer_box"))
+    organic = reply.get("organic_results")
+    top = _mapping(organic[0] if isinstance(organic, list) and organic else None)
+    highlighted = box.get("snippet_highlighted_words")
+    candidates = (box.get("answer"), box.get("snippet"), highlighted[0] if isinstance(highlighted, list) and highlighted
+                  else None, top.get("snippet"))
     return next((str(c).strip() for c in candidates if c not in (None, "")), None)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (replies may omit or reshape optional parts)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _check_reply(reply: Any) -> None:
+    """ToolError for replies that are not a result page or carry an error other than "no results" (not cached)."""
+    if not isinstance(reply, dict):
+        raise ToolError("serpapi returned an unexpected reply (not a JSON object)")
+    error = str(reply.get("error", ""))
+    if error and "any results" not in error and snippet(reply) is None:
+        raise ToolError(f"serpapi: {error}")
 
 
 class SerpApiSearch:
@@ -41,13 +57,6 @@ class SerpApiSearch:
         query = argument.strip()
         if not query:
             raise ToolError("search needs a query, e.g. search[capital of France]")
-        reply = self.client.get({"engine": self.config.engine, "q": query, "gl": self.config.gl, "hl": self.config.hl})
-        if not isinstance(reply, dict):
-            raise ToolError("serpapi returned an unexpected reply (not a JSON object)")
-        found = snippet(reply)
-        if found is not None:
-            return found
-        error = str(reply.get("error", ""))
-        if error and "any results" not in error:
-            raise ToolError(f"serpapi: {error}")
-        return f"No results found for {query!r}."
+        params = {"engine": self.config.engine, "q": query, "gl": self.config.gl, "hl": self.config.hl}
+        found = snippet(self.client.get(params, _check_reply))
+        return found if found is not None else f"No results found for {query!r}."

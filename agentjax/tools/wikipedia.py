@@ -37,6 +37,14 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+def _check_reply(reply: Any) -> None:
+    """ToolError for MediaWiki error objects and unexpected shapes (so they are not cached)."""
+    if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+        raise ToolError(f"wikipedia: {reply['error'].get('info', 'API error')}")
+    if not isinstance(reply, dict) or not isinstance(reply.get("query", {}), dict):
+        raise ToolError("wikipedia returned an unexpected reply")
+
+
 class WikipediaApi:
     """The two MediaWiki queries the tools need: an article by title, and titles matching a query. Shared, stateless."""
 
@@ -45,19 +53,15 @@ class WikipediaApi:
         self.client = JsonHttpClient("wikipedia", config.base_url, http, sleep=sleep)
 
     def _query(self, **params: str) -> dict:
-        """The `query` part of an API reply; ToolError for API errors and unexpected shapes."""
-        reply = self.client.get({"action": "query", "format": "json", "formatversion": "2", **params})
-        if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-            raise ToolError(f"wikipedia: {reply['error'].get('info', 'API error')}")
-        if not isinstance(reply, dict) or not isinstance(reply.get("query", {}), dict):
-            raise ToolError("wikipedia returned an unexpected reply")
+        """The `query` part of an API reply."""
+        reply = self.client.get({"action": "query", "format": "json", "formatversion": "2", **params}, _check_reply)
         return reply.get("query", {})
 
     def page(self, title: str) -> Page | None:
         """The article titled `title` (redirects followed); None when it is missing or a disambiguation page."""
         pages = self._query(titles=title, prop="extracts|pageprops", explaintext="1", redirects="1",
-                            ppprop="disambiguation").get("pages") or [{}]
-        found: Any = pages[0]
+                            ppprop="disambiguation").get("pages")
+        found: Any = pages[0] if isinstance(pages, list) and pages else None
         if not isinstance(found, dict) or found.get("missing") or found.get("invalid") or "title" not in found:
             return None
         if "disambiguation" in (found.get("pageprops") or {}):
