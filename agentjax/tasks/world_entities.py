@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
@@ -35,6 +36,26 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 SEARCH_SENTENCES = 2
+
+
+@functools.cache
+def _fact_template(kind: str, relation: str) -> tuple[str, str]:
+    """The regex text of the sentence stating `relation`, split around the subject's name."""
+    sentence = next(s for s in SENTENCES[kind] if "{" + relation + "}" in s)
+    pattern = re.sub(r"\\\{(\w+)\\\}", lambda m: "(?P<value>[^.,]+?)" if m.group(1) == relation
+                     else "\x00" if m.group(1) == "name" else "[^.,]+?", re.escape(sentence))
+    before, after = pattern.split("\x00")
+    return before, after
+
+
+def read_fact(text: str, kind: str, subject: str, relation: str) -> str | None:
+    """The value of `relation` for `subject` if `text` (e.g. a tool's observation) states it; else None.
+
+    The inverse of writing documents: it parses the same sentence templates.
+    """
+    before, after = _fact_template(kind, relation)
+    match = re.search(before + re.escape(subject) + after, text)
+    return match.group("value") if match else None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from `WorldToolkit.new_episode()`, so training observations and evaluation obser
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from agentjax.tasks.world import World
@@ -28,19 +27,27 @@ class Encyclopedia:
     def __init__(self, documents: dict[str, tuple[str, ...]]):
         self.config = WikipediaConfig(sentences=SEARCH_SENTENCES)
         self.pages = {_key(title): Page(title, " ".join(sentences)) for title, sentences in documents.items()}
+        self.bigrams = {key: _bigrams(key) for key in self.pages}
 
     def page(self, title: str) -> Page | None:
         """The document titled `title` (case and spacing ignored), or None."""
         return self.pages.get(_key(title))
 
     def similar(self, text: str) -> list[str]:
-        """The titles closest in spelling to `text`, best first."""
-        keys = difflib.get_close_matches(_key(text), list(self.pages), n=self.config.similar, cutoff=0.0)
-        return [self.pages[k].title for k in keys]
+        """The titles closest in spelling to `text` (most letter pairs in common, relative to all), best first."""
+        query = _bigrams(_key(text))
+        score = {key: len(query & pairs) / len(query | pairs) for key, pairs in self.bigrams.items()}
+        best = sorted(score, key=lambda key: (-score[key], key))[: self.config.similar]
+        return [self.pages[key].title for key in best]
 
 
 def _key(text: str) -> str:
     return " ".join(text.casefold().split())
+
+
+def _bigrams(key: str) -> frozenset[str]:
+    padded = f" {key} "
+    return frozenset(padded[i:i + 2] for i in range(len(padded) - 1))
 
 
 class CheckedFinish(Finish):

@@ -1,0 +1,64 @@
+"""How a solved episode becomes conversation turns: FireAct's ReAct text, or natural chat with tool calls (Agent-FLAN).
+
+ReAct: assistant turns `Thought: ...\\nAction: tool[arg]`, observations as `tool` turns, the last action finish[...].
+Chat: the system turn lists the tools; a reply that calls a tool ends with a line `tool[arg]`; the final reply
+calls none and ends with "the answer is X." `chat_action` and `chat_answer` read replies back for the agent loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentjax.data.conversation import Turn
+from agentjax.tools.base import Action, parse_action
+
+ANSWER_CUE = "the answer is "
+
+
+@dataclass(frozen=True)
+class Step:
+    """One agent step: its reasoning, the action it wrote (`search[X]`), and what the tool returned."""
+
+    thought: str
+    action: str
+    observation: str
+
+
+def react_turns(question: str, steps: list[Step]) -> list[Turn]:
+    """The question, then one Thought/Action turn per step, each followed by its observation (except the last)."""
+    turns = [Turn("user", question)]
+    for i, step in enumerate(steps):
+        turns.append(Turn("assistant", f"Thought: {step.thought}\nAction: {step.action}", train=True))
+        if i < len(steps) - 1:
+            turns.append(Turn("tool", step.observation))
+    return turns
+
+
+def chat_system_prompt(tool_descriptions: list[str]) -> str:
+    """The system turn of chat-format conversations: how to call a tool, which tools exist, how to answer."""
+    listed = "\n".join(f"- {d}" for d in tool_descriptions)
+    return ("You answer questions about a world of invented people, places and organisations. To use a tool, end "
+            f"your reply with one line such as search[Name]. Tools:\n{listed}\n"
+            "Do not call a tool when none is needed. End the final reply to a question with: the answer is ...")
+
+
+def chat_turns(system: str, question: str, steps: list[Step]) -> list[Turn]:
+    """System and question, then a reply per step: tool-calling replies end with the call; the last one with the answer."""
+    turns = [Turn("system", system), Turn("user", question)]
+    for step in steps[:-1]:
+        turns.append(Turn("assistant", f"{step.thought}\n{step.action}", train=True))
+        turns.append(Turn("tool", step.observation))
+    turns.append(Turn("assistant", steps[-1].thought, train=True))
+    return turns
+
+
+def chat_action(reply: str) -> Action | None:
+    """The tool call a chat reply ends with (its last line, `name[argument]`), or None for a final answer."""
+    lines = reply.strip().splitlines()
+    return parse_action(lines[-1]) if lines else None
+
+
+def chat_answer(reply: str) -> str | None:
+    """The answer a final chat reply gives after "the answer is", or None."""
+    start = reply.lower().rfind(ANSWER_CUE)
+    return None if start < 0 else reply[start + len(ANSWER_CUE):].strip().removesuffix(".").strip()
