@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -39,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "inspect":
         inspect(config, tokenizer, args.num, args.source)
     else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from agentjax.data.stats import epoch_stats
 
         stats = epoch_stats(config, tokenizer)

@@ -20,12 +20,10 @@ def read_conversations(
 ) -> Iterator[Conversation]:
     """Yield the conversations of one file in format `fmt`; bad records raise DataError or are counted (skip mode).
 
-    Every conversation's `origin` is `file:line` (the native format keeps a stored origin) and its
-    `source` defaults to the file's stem.
+    Every conversation's `origin` is `file:line` (the native format keeps a stored origin).
     """
     parse = parser_for(fmt)
     policy = bad_input or BadInputPolicy("raise")
-    source = Path(path).stem
     for origin, record in iter_records(path):
         try:
             if isinstance(record, DataError):
@@ -34,7 +32,7 @@ def read_conversations(
         except DataError as e:
             policy.handle(e)
             continue
-        yield conv if conv.source else conv.replace(source=source)
+        yield conv
 
 
 def parser_for(fmt: str) -> Callable[[Any, str], Conversation]:
