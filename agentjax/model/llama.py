@@ -135,7 +135,8 @@ class Dense(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
         self.kernel = _param(rngs, self.in_shape + self.out_shape, axes, jnp.dtype(cfg.param_dtype), cfg.init_std)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`dropout_key` serves LoRA adapters (model/lora.py); a plain projection has no dropout."""
         return contract(x, self.kernel[...], len(self.in_shape), self.dtype)
 
 
@@ -207,6 +208,11 @@ def segment_mask(segment_ids: jax.Array) -> jax.Array:
     return causal[None] & same & (segment_ids != 0)[:, :, None]
 
 
+def split_key(key: jax.Array | None, n: int) -> list:
+    """n dropout keys, or n Nones when there is no dropout (inference)."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
+
+
 def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
     """[B,T,S] mask over cache slots: a token at position p sees slots 0..p of its own row."""
     return jnp.arange(cache_len)[None, None, :] <= positions[:, :, None]
@@ -241,17 +247,18 @@ class Attention(nnx.Module):
         self.v_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
         self.o_proj = Dense((h, hd), (d,), ("heads", "head_dim", "embed"), cfg, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None):
-        q = constrain(apply_rope(self.q_proj(x), positions, inv_freq), ("act_batch", "length", "act_heads", "head_dim"))
-        k = constrain(apply_rope(self.k_proj(x), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
-        v = constrain(self.v_proj(x), ("act_batch", "length", "act_kv_heads", "head_dim"))
+    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None, key=None):
+        kq, kk, kv, ko = split_key(key, 4)
+        q = constrain(apply_rope(self.q_proj(x, kq), positions, inv_freq), ("act_batch", "length", "act_heads", "head_dim"))
+        k = constrain(apply_rope(self.k_proj(x, kk), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
+        v = constrain(self.v_proj(x, kv), ("act_batch", "length", "act_kv_heads", "head_dim"))
         if cache_kv is not None:  # write this chunk's keys/values at their positions, then read the cache
             rows = jnp.arange(x.shape[0])[:, None]
             k = cache_kv[0].at[rows, write_slots].set(k.astype(cache_kv[0].dtype), mode="drop")
             v = cache_kv[1].at[rows, write_slots].set(v.astype(cache_kv[1].dtype), mode="drop")
             cache_kv = (k, v)
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-        return self.o_proj(out), cache_kv
+        return self.o_proj(out, ko), cache_kv
 
 
 class MLP(nnx.Module):
@@ -262,9 +269,10 @@ class MLP(nnx.Module):
         self.up_proj = Dense((cfg.dim,), (cfg.mlp_dim,), ("embed", "mlp"), cfg, rngs=rngs)
         self.down_proj = Dense((cfg.mlp_dim,), (cfg.dim,), ("mlp", "embed"), cfg, rngs=rngs)
 
-    def __call__(self, x):
-        h = constrain(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x), ("act_batch", "length", "act_mlp"))
-        return self.down_proj(h)
+    def __call__(self, x, key=None):
+        kg, ku, kd = split_key(key, 3)
+        h = constrain(jax.nn.silu(self.gate_proj(x, kg)) * self.up_proj(x, ku), ("act_batch", "length", "act_mlp"))
+        return self.down_proj(h, kd)
 
 
 class Block(nnx.Module):
@@ -276,10 +284,11 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg, rngs=rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None):
-        h, cache_kv = self.attn(self.input_norm(x), positions, mask, inv_freq, cache_kv, write_slots)
+    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None, key=None):
+        k_attn, k_mlp = split_key(key, 2)
+        h, cache_kv = self.attn(self.input_norm(x), positions, mask, inv_freq, cache_kv, write_slots, k_attn)
         x = x + h
-        x = x + self.mlp(self.post_attn_norm(x))
+        x = x + self.mlp(self.post_attn_norm(x), k_mlp)
         return constrain(x, ("act_batch", "length", "act_embed")), cache_kv
 
 
@@ -316,13 +325,13 @@ class Llama(nnx.Module):
         self.norm = RMSNorm(cfg, rngs=rngs)
         self.lm_head = None if cfg.tie_embeddings else Dense((cfg.dim,), (cfg.vocab_size,), ("embed", "vocab"), cfg, rngs=rngs)
 
-    def __call__(self, tokens, positions=None, segment_ids=None) -> jax.Array:
-        """Logits [B,T,V] (float32). Defaults: one unpadded sequence per row."""
+    def __call__(self, tokens, positions=None, segment_ids=None, *, dropout_key=None) -> jax.Array:
+        """Logits [B,T,V] (float32). Defaults: one unpadded sequence per row. `dropout_key`: LoRA dropout."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
-        x, _ = self._run_layers(self._embed(tokens), positions, segment_mask(segment_ids))
+        x, _ = self._run_layers(self._embed(tokens), positions, segment_mask(segment_ids), dropout_key=dropout_key)
         return self._logits(x)
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
@@ -354,16 +363,17 @@ class Llama(nnx.Module):
             logits = self.lm_head(x)
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
-    def _run_layers(self, x, positions, mask, cache_kv=None, write_slots=None):
+    def _run_layers(self, x, positions, mask, cache_kv=None, write_slots=None, dropout_key=None):
         """Scan the stacked blocks over x; the layer body is compiled once whatever the depth."""
         graphdef, params = nnx.split(self.layers)
         inv_freq = rope_frequencies(self.config)
+        keys = None if dropout_key is None else jax.random.split(dropout_key, self.config.n_layers)
 
         def body(x, layer):
-            layer_params, layer_cache = layer
+            layer_params, layer_cache, key = layer
             block = nnx.merge(graphdef, layer_params)
-            return block(x, positions, mask, inv_freq, layer_cache, write_slots)
+            return block(x, positions, mask, inv_freq, layer_cache, write_slots, key)
 
         if self.config.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
-        return jax.lax.scan(body, x, (params, cache_kv))
+        return jax.lax.scan(body, x, (params, cache_kv, keys))

@@ -1,0 +1,103 @@
+"""The typed config of a training run (`agentjax train --config X.yaml key=value ...`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentjax.configlib import ConfigError, from_dict
+from agentjax.data.config import DataConfig
+from agentjax.model.lora import LoRAConfig
+from agentjax.sharding import MeshConfig
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Where the model comes from: a preset (random init) or a converted checkpoint, plus field changes."""
+
+    preset: str | None = None
+    checkpoint: str | None = None  # an agentjax model directory (`agentjax convert hf-to-agentjax`)
+    overrides: dict[str, Any] = field(default_factory=dict)  # LlamaConfig fields, e.g. {remat: full, dtype: bfloat16}
+
+    def validate(self):
+        if (self.preset is None) == (self.checkpoint is None):
+            raise ConfigError("set exactly one of preset (random init) and checkpoint (converted weights)")
+        if self.checkpoint is not None and not (Path(self.checkpoint) / "config.json").exists():
+            raise ConfigError(f"checkpoint: {self.checkpoint} is not an agentjax model directory (no config.json); "
+                              "convert one with `agentjax convert hf-to-agentjax HF_DIR OUT_DIR`")
+
+    def resolve(self):
+        """The LlamaConfig this section describes."""
+        from agentjax.model.checkpoint import read_config
+        from agentjax.model.llama import LlamaConfig
+
+        if self.checkpoint is not None:
+            return read_config(self.checkpoint, **self.overrides)
+        return from_dict(LlamaConfig, {"preset": self.preset, **self.overrides}, "model")
+
+
+@dataclass(frozen=True)
+class TokenizerSection:
+    """A tokenizer file (a Llama-2 tokenizer.model), or train a small sentencepiece model on the data."""
+
+    path: str | None = None
+    train_vocab_size: int | None = None  # when set and path is missing, train one on the sources' text
+
+    def validate(self):
+        if self.path is None and self.train_vocab_size is None:
+            raise ConfigError("set path (a tokenizer.model) or train_vocab_size (train one on the data)")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with decoupled weight decay (not on norms), global-norm clipping, and a schedule."""
+
+    learning_rate: float = 3e-4
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine/linear decay ends at learning_rate * min_lr_ratio
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Steps, batch, accumulation, loss options, and how often to log, evaluate and checkpoint."""
+
+    steps: int = 100
+    global_batch: int = 8  # rows of data.seq_len tokens per optimizer step, over all hosts
+    micro_batches: int = 1  # gradient accumulation: the global batch is split into this many scanned chunks
+    z_loss: float = 0.0  # weight of log(Z)^2, keeps the softmax normaliser near 1
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    log_every: int = 10
+    eval_every: int = 0  # held-out loss every N steps (0: never)
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    async_checkpoints: bool = True
+
+    def validate(self):
+        if self.global_batch % self.micro_batches:
+            raise ConfigError(f"global_batch ({self.global_batch}) must be divisible by micro_batches ({self.micro_batches})")
+        for key in ("steps", "global_batch", "micro_batches", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training run: model, tokenizer, data, mesh, optimisation, optional LoRA, where results go."""
+
+    model: ModelSection = field(default_factory=lambda: ModelSection(preset="tiny"))
+    tokenizer: TokenizerSection = field(default_factory=lambda: TokenizerSection(train_vocab_size=512))
+    data: DataConfig = field(default_factory=DataConfig)
+    eval_data: DataConfig | None = None  # held-out trajectories for the periodic held-out loss
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoRAConfig | None = None
+    output_dir: str = "runs/train"
+    seed: int = 0

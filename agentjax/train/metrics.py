@@ -1,0 +1,62 @@
+"""Training metrics: a JSONL log, TensorBoard event files, and a progress bar with rate and ETA.
+
+On resume the JSONL log is cut back to the resumed step, so a run that was killed and restarted
+has exactly the log an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from agentjax.data.atomic import atomic_write
+
+
+class MetricsLog:
+    """Append one JSON line per logged step; mirror scalars to TensorBoard (`tb/`); drive a progress bar."""
+
+    def __init__(self, run_dir: str | Path, total_steps: int, start_step: int, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if enabled:
+            self._truncate_after(start_step)
+            import tensorflow as tf  # TensorBoard's event writer; TF is already our data engine
+
+            self._tb = tf.summary.create_file_writer(str(Path(run_dir) / "tb"))
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not enabled,
+                        dynamic_ncols=True)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        with atomic_write(self.path) as f:
+            f.write("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        with self._tb.as_default(step=step):
+            import tensorflow as tf
+
+            for key, value in metrics.items():
+                tf.summary.scalar(key, float(value))
+        self._tb.flush()
+        shown = {k: f"{metrics[k]:.4g}" for k in ("loss", "tokens_per_s", "mfu") if k in metrics}
+        self.bar.set_postfix(shown, refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []

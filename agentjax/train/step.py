@@ -1,0 +1,93 @@
+"""The jitted train and eval steps: token-weighted loss, exact gradient accumulation, AdamW update.
+
+Loss = sum of token losses / supervised tokens of the whole global batch. Micro-batches are scanned
+and their *sums* accumulated, so 1 batch of B and M micro-batches of B/M give the same update, and
+rows with few supervised tokens weigh exactly as many tokens as they have (never a mean of means).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+BATCH_FIELDS = ("inputs", "targets", "positions", "segment_ids", "weights")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (frozen weights live outside, e.g. the base under LoRA)."""
+
+    step: jax.Array  # int32 scalar
+    params: Any  # trainable parameters, a pure dict
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data, for dropout
+
+
+def token_loss_sums(model, batch: dict, z_loss: float, dropout_key) -> tuple[jax.Array, dict]:
+    """(objective sum, parts): summed weighted cross-entropy (+ z-loss) over the batch's tokens."""
+    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
+    weights = batch["weights"].astype(jnp.float32)
+    nll = jnp.sum(weights * (log_z - target_logit))
+    z = jnp.sum(weights * jnp.square(log_z))
+    return nll + z_loss * z, {"nll_sum": nll, "z_sum": z, "tokens": jnp.sum(weights)}
+
+
+def split_micro_batches(batch: dict, n: int) -> dict:
+    """[B, ...] -> [n, B/n, ...], micro-batch m taking rows m, m+n, ...: every device keeps its own rows."""
+    def split(x):
+        return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, micro_batches: int, z_loss: float,
+                    dropout: bool) -> Callable:
+    """step(state, frozen, batch) -> (state, metrics); `frozen` holds the non-trainable weights."""
+
+    def sums_and_grads(params, frozen, batch, key):
+        def objective(p):
+            model = nnx.merge(graphdef, p, frozen)
+            return token_loss_sums(model, batch, z_loss, key)
+        (_, parts), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return parts, grads
+
+    def step(state: TrainState, frozen, batch: dict):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        micro = split_micro_batches(batch, micro_batches)
+
+        def accumulate(carry, xs):
+            parts_acc, grads_acc = carry
+            micro_batch, i = xs
+            parts, grads = sums_and_grads(state.params, frozen, micro_batch, jax.random.fold_in(key, i) if dropout else None)
+            return (jax.tree.map(jnp.add, parts_acc, parts), jax.tree.map(jnp.add, grads_acc, grads)), None
+
+        zero_parts = {"nll_sum": 0.0, "z_sum": 0.0, "tokens": 0.0}
+        zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+        (parts, grads), _ = jax.lax.scan(accumulate, (zero_parts, zero_grads), (micro, jnp.arange(micro_batches)))
+        tokens = parts["tokens"]
+        grads = jax.tree.map(lambda g, p: (g / jnp.maximum(tokens, 1.0)).astype(p.dtype), grads, state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": parts["nll_sum"] / jnp.maximum(tokens, 1.0),
+            "z_loss": parts["z_sum"] / jnp.maximum(tokens, 1.0),
+            "supervised_tokens": tokens,
+            "grad_norm": optax.global_norm(grads),
+        }
+        return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+
+    return step
+
+
+def make_eval_step(graphdef) -> Callable:
+    """eval(params, frozen, batch) -> {nll_sum, tokens}: held-out loss sums, no dropout."""
+
+    def evaluate(params, frozen, batch):
+        _, parts = token_loss_sums(nnx.merge(graphdef, params, frozen), batch, 0.0, None)
+        return {"nll_sum": parts["nll_sum"], "tokens": parts["tokens"]}
+
+    return evaluate
