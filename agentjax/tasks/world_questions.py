@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -203,8 +204,17 @@ def _yes_no(d: _Draw) -> tuple[str, Program] | None:
     return f"Does {p} work for an organisation led by {leader}?", program
 
 
-def _arithmetic(d: _Draw) -> tuple[str, Program]:
-    """Arithmetic on facts read with the tools, or on numbers given in the question; always needs the calculator."""
+def _arithmetic(d: _Draw) -> tuple[str, Program] | None:
+    """Arithmetic that needs the calculator: its answer (at least 10) is no number of the question or of any
+    document the solution reads, so it cannot be copied from anywhere."""
+    text, program = _arithmetic_candidate(d)
+    answer, _ = gold_answer(program, d.region)
+    read = " ".join(s for h in program.hops for s in d.region.by_name[h.subject].document())
+    return None if int(answer) < 10 or answer in re.findall(r"\d+", f"{text} {read}") else (text, program)
+
+
+def _arithmetic_candidate(d: _Draw) -> tuple[str, Program]:
+    """Arithmetic on facts read with the tools, or on numbers given in the question."""
     rng, r = d.rng, d.region
     form = rng.randrange(6)
     if form == 0:
