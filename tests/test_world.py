@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from agentjax.tasks.world import SPLITS, WorldConfig, WorldTask, build_world
+from agentjax.configlib import ConfigError, from_dict
+from agentjax.tasks.world import WorldConfig, WorldTask, build_world
 from agentjax.tasks.world_entities import ORG_SUFFIXES, RELATIONS, read_fact
 from agentjax.tasks.world_questions import QUESTION_KINDS
 from agentjax.tasks.world_tools import RIGHT_ANSWER, WRONG_ANSWER, WorldToolkit
@@ -48,6 +49,15 @@ def test_generation_is_fast():
     built = build_world(WorldConfig(seed=7))
     assert sum(len(qs) for qs in built.questions.values()) == 2500
     assert time.perf_counter() - start < 1.0
+
+
+def test_config_loads_from_yaml_shapes_and_rejects_unknown_kinds():
+    """WorldConfig is a typed config: lists become tuples, and an unknown question kind is a ConfigError naming it."""
+    config = from_dict(WorldConfig, {"seed": 3, "kinds": ["bridge", "arithmetic"]}, "world")
+    assert config.kinds == ("bridge", "arithmetic")
+    assert {q.meta["type"] for q in build_world(config).questions["test"]} == {"bridge", "arithmetic"}
+    with pytest.raises(ConfigError, match="world: kinds: unknown question kinds \\['bridges'\\]"):
+        from_dict(WorldConfig, {"kinds": ["bridges"]}, "world")
 
 
 def test_sizes_kinds_and_interleaving(world):

@@ -11,8 +11,9 @@ import pytest
 from agentjax.data.conversation import Conversation
 from agentjax.tasks.teacher import METHODS, MISTAKES, REFLECTIONS, Teacher, generate_trajectories
 from agentjax.tasks.trajectory_format import chat_action, chat_answer
-from agentjax.tasks.world import SPLITS, WorldTask, build_world
+from agentjax.tasks.world import SPLITS, WorldConfig, WorldTask, build_world
 from agentjax.tasks.world_entities import ORG_SUFFIXES
+from agentjax.tasks.world_questions import QUESTION_KINDS
 from agentjax.tasks.world_tools import WRONG_ANSWER, WorldToolkit
 from agentjax.tools.base import parse_action, run_action
 from agentjax.tools.wikipedia import Page
@@ -185,3 +186,13 @@ def test_generation_is_deterministic(world, train):
     assert generate_trajectories(build_world(), "train", ["react"], limit=20) == train["react"][:20]
     with pytest.raises(ValueError, match="react"):
         generate_trajectories(world, "train", ["fireact"])
+
+
+def test_smallest_world_still_works():
+    """A region of 2 countries, 4 cities, 2 organisations and 8 people builds (no endless redraws) and the scripted
+    teacher solves all of its questions of every kind."""
+    world = build_world(WorldConfig(countries=2, cities=4, organisations=2, people=8, train_questions_per_kind=20,
+                                    eval_questions_per_kind=5))
+    for split in SPLITS:
+        assert {q.meta["type"] for q in world.questions[split]} == set(QUESTION_KINDS)
+        assert all(c.outcome.success for c in generate_trajectories(world, split, ["react"]))

@@ -1,4 +1,4 @@
-"""General chat that needs no tools (AgentTuning's general-data share, at toy scale): small requests, correct replies."""
+"""General chat that needs no tools (AgentTuning's general-data share, at toy scale): small requests, right replies."""
 
 from __future__ import annotations
 

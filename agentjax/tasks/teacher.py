@@ -46,7 +46,7 @@ class TeacherError(RuntimeError):
     """The tools did not give what the world's facts say they should: a bug in the world or its tools."""
 
 
-class _Attempt:
+class Attempt:
     """A run through one episode's tools that records every step."""
 
     def __init__(self, tools: dict[str, Tool]):
@@ -63,6 +63,7 @@ class _Attempt:
 
 
 def _sentence(text: str) -> str:
+    """`text` capitalised and ended as a sentence, ready for the next one to follow."""
     return text[0].upper() + text[1:] + ". "
 
 
@@ -72,7 +73,7 @@ def _statement(region: Region, hop: Hop, values: list[str], value: str) -> str:
     return _sentence(RELATIONS[(region.kind(subject), hop.relation)].state.format(s=subject, v=value))
 
 
-def _read_hops(attempt: _Attempt, region: Region, program: Program, lead: str = "") -> tuple[list[str], str]:
+def _read_hops(attempt: Attempt, region: Region, program: Program, lead: str = "") -> tuple[list[str], str]:
     """Search each hop's entity, look the fact up when the search result lacks it, and read it from the observation.
 
     Returns the values read and the sentence stating the last one (the next thought starts with it).
@@ -116,7 +117,7 @@ def _reason(program: Program, values: list[str], answer: str, calculated: str | 
     return f"So the answer is {answer}."
 
 
-def _finish(attempt: _Attempt, program: Program, values: list[str], lead: str) -> str:
+def _finish(attempt: Attempt, program: Program, values: list[str], lead: str) -> str:
     """Calculate when the program needs it, then finish with the answer the values give."""
     calculated = None
     if program.combine == "calc":
@@ -136,10 +137,13 @@ def _wrong_hop(program: Program, region: Region) -> Program | None:
     if isinstance(last.subject, int):
         return dataclasses.replace(program, hops=program.hops[:-1])
     confused = _CONFUSED.get((region.kind(last.subject), last.relation))
-    return None if confused is None else dataclasses.replace(program, hops=program.hops[:-1] + (Hop(last.subject, confused),))
+    if confused is None:
+        return None
+    return dataclasses.replace(program, hops=program.hops[:-1] + (Hop(last.subject, confused),))
 
 
 def _applies(mistake: str, program: Program, region: Region) -> bool:
+    """Whether `mistake` can be made on this program (a wrong query needs a search, wrong arithmetic a calculation)."""
     if mistake == "wrong_query":
         return bool(program.hops)
     if mistake == "wrong_hop":
@@ -170,7 +174,7 @@ def _misspelled(name: str, region: Region, rng: random.Random) -> str:
             return typo
 
 
-def solve(attempt: _Attempt, world: World, question: Question, mistake: str | None = None,
+def solve(attempt: Attempt, world: World, question: Question, mistake: str | None = None,
           rng: random.Random | None = None, lead: str = "") -> str:
     """Answer `question` with the attempt's tools, making `mistake` (None: solve it properly); returns the answer."""
     program, region = world.program(question), world.region_of(question)
@@ -203,7 +207,10 @@ def cot_thought(world: World, question: Question) -> tuple[str, str]:
 
 
 class Teacher:
-    """Writes trajectories for one split of a world, with that split's tools and the world's scorer."""
+    """Writes trajectories for one split of a world, with that split's tools and the world's scorer.
+
+    Each writer takes (question, rng) and returns a Conversation, a list of them, or None when it has none to give.
+    """
 
     def __init__(self, world: World, split: str):
         self.world, self.split = world, split
@@ -217,8 +224,8 @@ class Teacher:
         """A Conversation with source `world-<method>` and an id from the question; the outcome is the scored
         `answer`, or success for general chat (`answer` None: its reply is correct by construction)."""
         seed = self.world.config.seed
-        common = dict(turns=tuple(turns), source=f"world-{method}", method=_FORMAT[method], origin=f"world(seed={seed})",
-                      id=f"world{seed}/{question.id}/{method}{id_suffix}")
+        common = dict(turns=tuple(turns), source=f"world-{method}", method=_FORMAT[method],
+                      origin=f"world(seed={seed})", id=f"world{seed}/{question.id}/{method}{id_suffix}")
         if answer is None:
             return Conversation(**common, task="general", outcome=Outcome(success=True))
         scores = self.task.score(answer, question)
@@ -230,7 +237,7 @@ class Teacher:
 
     def react(self, question: Question, rng: random.Random) -> Conversation:
         """Search, look up and calculate step by step, then finish: FireAct's ReAct trajectory."""
-        attempt = _Attempt(self.toolkit.new_episode())
+        attempt = Attempt(self.toolkit.new_episode())
         answer = solve(attempt, self.world, question)
         return self._conversation(question, "react", react_turns(question.question, attempt.steps), answer)
 
@@ -241,14 +248,14 @@ class Teacher:
         return self._conversation(question, "cot", turns, answer)
 
     def _failed_attempt(self, question: Question, rng: random.Random,
-                        checked: bool) -> tuple[_Attempt, str, str] | None:
+                        checked: bool) -> tuple[Attempt, str, str] | None:
         """An attempt with one mistake that really ends in a wrong answer: (attempt, mistake, answer), or None."""
         program, region = self.world.program(question), self.world.region_of(question)
         mistakes = [m for m in MISTAKES if _applies(m, program, region)]
         rng.shuffle(mistakes)
         is_correct = (lambda a: self.task.score(a, question)["em"] == 1.0) if checked else None
         for mistake in mistakes:
-            attempt = _Attempt(self.toolkit.new_episode(is_correct))
+            attempt = Attempt(self.toolkit.new_episode(is_correct))
             answer = solve(attempt, self.world, question, mistake, rng)
             if self.task.score(answer, question)["em"] < 1.0:
                 return attempt, mistake, answer
@@ -277,9 +284,10 @@ class Teacher:
         """The ReAct solution as natural chat: tool calls at the end of replies, results as tool turns."""
         if question.meta["type"] == "direct":
             return None  # answered without tools: those are `no_tool` examples
-        attempt = _Attempt(self.toolkit.new_episode())
+        attempt = Attempt(self.toolkit.new_episode())
         answer = solve(attempt, self.world, question)
-        return self._conversation(question, "chat", chat_turns(self.chat_system, question.question, attempt.steps), answer)
+        turns = chat_turns(self.chat_system, question.question, attempt.steps)
+        return self._conversation(question, "chat", turns, answer)
 
     def no_tool(self, question: Question, rng: random.Random) -> list[Conversation]:
         """Agent-FLAN negatives: tools are offered but none applies, so the reply answers directly.
@@ -288,7 +296,7 @@ class Teacher:
         """
         if question.meta["type"] != "direct":
             return []
-        attempt = _Attempt(self.toolkit.new_episode())
+        attempt = Attempt(self.toolkit.new_episode())
         answer = solve(attempt, self.world, question)
         direct = self._conversation(question, "no_tool", chat_turns(self.chat_system, question.question, attempt.steps),
                                     answer)

@@ -43,7 +43,7 @@ def chat_system_prompt(tool_descriptions: list[str]) -> str:
 
 
 def chat_turns(system: str, question: str, steps: list[Step]) -> list[Turn]:
-    """System and question, then a reply per step: tool-calling replies end with the call; the last one with the answer."""
+    """System and question, then a reply per step: each ends with its tool call, the last one with the answer."""
     turns = [Turn("system", system), Turn("user", question)]
     for step in steps[:-1]:
         turns.append(Turn("assistant", f"{step.thought}\n{step.action}", train=True))

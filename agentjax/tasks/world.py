@@ -14,6 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agentjax.configlib import ConfigError
 from agentjax.tasks.base import Question, TextAnswerTask, take
 from agentjax.tasks.world_entities import Entity, NameMaker, RegionSize, make_region
 from agentjax.tasks.world_questions import QUESTION_KINDS, Program, Region, draw_questions, gold_answer
@@ -40,18 +41,22 @@ class WorldConfig:
     def validate(self):
         unknown = [k for k in self.kinds if k not in QUESTION_KINDS]
         if unknown:
-            raise ValueError(f"kinds: unknown question kinds {unknown}; choose from {list(QUESTION_KINDS)}")
+            raise ConfigError(f"kinds: unknown question kinds {unknown}; choose from {list(QUESTION_KINDS)}")
         if not (0 < self.dev_share and 0 < self.test_share and self.dev_share + self.test_share < 1):
-            raise ValueError("dev_share and test_share must be > 0 and sum to less than 1")
+            raise ConfigError("dev_share and test_share must be > 0 and sum to less than 1")
 
     def region_size(self, split: str) -> RegionSize:
         """Entity counts of one split (at least enough to link every kind)."""
         share = {"train": 1 - self.dev_share - self.test_share, "dev": self.dev_share, "test": self.test_share}[split]
-        scaled = lambda total, least: max(least, round(total * share))  # noqa: E731
+
+        def scaled(total: int, least: int) -> int:
+            return max(least, round(total * share))
+
         return RegionSize(scaled(self.countries, 2), scaled(self.cities, 4), scaled(self.organisations, 2),
                           scaled(self.people, 8))
 
     def questions_per_kind(self, split: str) -> int:
+        """How many questions of each kind `split` gets."""
         return self.train_questions_per_kind if split == "train" else self.eval_questions_per_kind
 
 
@@ -75,6 +80,7 @@ class World:
         return self.programs[question.id]
 
     def region_of(self, question: Question) -> Region:
+        """The region (split) a question of this world is about."""
         return self.regions[question.meta["split"]]
 
     def to_json(self) -> str:
@@ -105,8 +111,8 @@ def build_world(config: WorldConfig | None = None, seed: int | None = None) -> W
         by_kind = []
         for kind in config.kinds:
             drawn = draw_questions(rng, world.regions[split], kind, config.questions_per_kind(split))
-            by_kind.append([_question(f"{split}-{kind}-{i:04d}", text, kind, split, program, mentioned, world.regions[split])
-                            for i, (text, program, mentioned) in enumerate(drawn)])
+            by_kind.append([_question(f"{split}-{kind}-{i:04d}", text, kind, split, program, mentioned,
+                                      world.regions[split]) for i, (text, program, mentioned) in enumerate(drawn)])
             world.programs.update((q.id, program) for q, (_, program, _) in zip(by_kind[-1], drawn))
         # Interleave the kinds, so that the first N questions of a split cover every kind evenly.
         world.questions[split] = [q for group in itertools.zip_longest(*by_kind) for q in group if q is not None]
@@ -123,7 +129,7 @@ def _question(qid: str, text: str, kind: str, split: str, program: Program, ment
 
 
 class WorldTask(TextAnswerTask):
-    """The generated world as a Task: EM and F1 (SQuAD-normalised) against the gold answer; `meta["type"]` is the kind."""
+    """The generated world as a Task: SQuAD-normalised EM and F1 against the gold; `meta["type"]` is the kind."""
 
     name = "world"
 

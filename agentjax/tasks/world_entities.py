@@ -75,23 +75,28 @@ RELATIONS: dict[tuple[str, str], Relation] = {
     ("person", "height"): Relation("number", "how tall {s} is", "{s} is {v} cm tall", "tall"),
     ("city", "country"): Relation("country", "which country {s} is in", "{s} is in {v}", "country"),
     ("city", "founded"): Relation("number", "when {s} was founded", "{s} was founded in {v}", "founded"),
-    ("city", "population"): Relation("number", "how many inhabitants {s} has", "{s} has {v} inhabitants", "inhabitants"),
+    ("city", "population"): Relation("number", "how many inhabitants {s} has", "{s} has {v} inhabitants",
+                                     "inhabitants"),
     ("country", "capital"): Relation("city", "the capital of {s}", "the capital of {s} is {v}", "capital"),
     ("country", "founded"): Relation("number", "when {s} was founded", "{s} was founded in {v}", "founded"),
-    ("country", "population"): Relation("number", "how many inhabitants {s} has", "{s} has {v} inhabitants", "inhabitants"),
+    ("country", "population"): Relation("number", "how many inhabitants {s} has", "{s} has {v} inhabitants",
+                                        "inhabitants"),
     ("organisation", "city"): Relation("city", "where {s} is based", "{s} is based in {v}", "based"),
     ("organisation", "founded"): Relation("number", "when {s} was founded", "{s} was founded in {v}", "founded"),
     ("organisation", "leader"): Relation("person", "who leads {s}", "{s} is led by {v}", "led"),
-    ("organisation", "employees"): Relation("number", "how many employees {s} has", "{s} has {v} employees", "employees"),
+    ("organisation", "employees"): Relation("number", "how many employees {s} has", "{s} has {v} employees",
+                                            "employees"),
 }
 
-OCCUPATIONS = ("painter", "farmer", "teacher", "sailor", "baker", "judge", "poet", "miner", "doctor", "weaver", "merchant", "builder")
+OCCUPATIONS = ("painter", "farmer", "teacher", "sailor", "baker", "judge", "poet", "miner", "doctor", "weaver",
+               "merchant", "builder")
 HOBBIES = ("chess", "fishing", "singing", "climbing", "gardening", "rowing", "cooking", "dancing")
 LANDMARKS = ("bridge", "harbour", "market", "tower", "library", "gardens", "castle", "fountain")
 PRODUCTS = ("maps", "bells", "ships", "tea", "glass", "clocks", "paper", "rope")
 ORG_SUFFIXES = ("Guild", "Bank", "Academy", "Company", "Society", "Press", "Foundry", "Institute")
 
-_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr", "sh", "th")
+_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+           "br", "dr", "gr", "kr", "st", "tr", "sh", "th")
 _NUCLEI = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou")
 _CODAS = ("", "", "", "", "n", "r", "l", "s", "k", "m")
 
@@ -165,7 +170,7 @@ def make_region(rng: random.Random, names: NameMaker, split: str, size: RegionSi
     cities = [names.name("city") for _ in range(size.cities)]
     orgs = [names.name("organisation") for _ in range(size.organisations)]
     people = [names.name("person") for _ in range(size.people)]
-    # The first cities are the capitals, so every country has at least one city; likewise every organisation an employee.
+    # The first cities are the capitals, so every country has a city; likewise every organisation has an employee.
     city_country = {c: countries[i] if i < len(countries) else rng.choice(countries) for i, c in enumerate(cities)}
     employer = {p: orgs[i] if i < len(orgs) else rng.choice(orgs) for i, p in enumerate(people)}
     staff = {o: [p for p in people if employer[p] == o] for o in orgs}

@@ -10,9 +10,9 @@ import operator
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, NoReturn
 
-from agentjax.tasks.world_entities import HOBBIES, LANDMARKS, PRODUCTS, Entity
+from agentjax.tasks.world_entities import HOBBIES, KINDS, LANDMARKS, PRODUCTS, Entity
 
 QUESTION_KINDS = ("bridge", "comparison", "yes_no", "arithmetic", "direct")
 Combine = Literal["last", "min", "max", "same", "less", "greater", "equals", "calc", "direct"]
@@ -46,13 +46,14 @@ class Region:
 
     def __init__(self, entities: list[Entity]):
         self.by_name = {e.name: e for e in entities}
-        self.of_kind = {k: [e.name for e in entities if e.kind == k] for k in ("country", "city", "organisation", "person")}
+        self.of_kind = {k: [e.name for e in entities if e.kind == k] for k in KINDS}
 
     def fact(self, name: str, relation: str) -> str:
         """The value of `relation` for entity `name`, as the document writes it."""
         return str(self.by_name[name].facts[relation])
 
     def kind(self, name: str) -> str:
+        """The kind of entity `name` (person, city, country, organisation)."""
         return self.by_name[name].kind
 
 
@@ -105,6 +106,15 @@ def gold_answer(program: Program, region: Region) -> tuple[str, list[str]]:
     return conclude(program, values, calculated), values
 
 
+class _Rejected(Exception):
+    """The draw cannot make a good question (e.g. a trivial one, or no two entities that differ): draw again."""
+
+
+def _reject(reason: str) -> NoReturn:
+    """Give up on the question being drawn."""
+    raise _Rejected(reason)
+
+
 class _Draw:
     """Random choices from one region, with the retry that rejection sampling needs."""
 
@@ -118,15 +128,17 @@ class _Draw:
         return self.picked[-1]
 
     def one(self, kind: str) -> str:
+        """An entity of `kind`."""
         return self.pick(self.region.of_kind[kind])
 
     def two(self, kind: str, relation: str | None = None) -> tuple[str, str]:
         """Two different entities of `kind` (with different values of `relation`, when given)."""
-        while True:
+        for _ in range(50):
             a, b = self.rng.sample(self.region.of_kind[kind], 2)
             if relation is None or self.region.fact(a, relation) != self.region.fact(b, relation):
                 self.picked += [a, b]
                 return a, b
+        raise _Rejected(f"no two {kind} entities with different {relation}")
 
 
 # (question, subject kind, first relation, second relation)
@@ -152,23 +164,33 @@ _COMPARISONS = (
 )
 
 
-def _bridge(d: _Draw) -> tuple[str, Program] | None:
+def _bridge(d: _Draw) -> tuple[str, Program]:
+    """Two hops: read a relation of the named entity, then a relation of the entity it points to."""
     text, kind, first, second = d.rng.choice(_BRIDGES)
     subject = d.one(kind)
     if d.region.fact(d.region.fact(subject, first), second) == subject:
-        return None  # e.g. "the leader of the organisation X works for" is X: not a two-hop question
+        _reject("the answer is the subject itself, e.g. the leader of the organisation X works for is X")
     return text.format(subject), Program((Hop(subject, first), Hop(0, second)), "last")
 
 
 def _comparison(d: _Draw) -> tuple[str, Program]:
+    """Two searches: which of two entities has the smaller or larger value of one relation."""
     text, kind, relation, extreme = d.rng.choice(_COMPARISONS)
     a, b = d.two(kind, relation)
     return text.format(a, b), Program((Hop(a, relation), Hop(b, relation)), extreme)
 
 
-def _yes_no(d: _Draw) -> tuple[str, Program] | None:
-    """A yes/no question whose answer is drawn first, so yes and no are equally common."""
-    want_yes = d.rng.random() < 0.5
+def _yes_no(d: _Draw) -> tuple[str, Program]:
+    """A yes/no question whose answer is drawn first, so that yes and no are equally common."""
+    want = "yes" if d.rng.random() < 0.5 else "no"
+    text, program = _yes_no_candidate(d, want == "yes")
+    if gold_answer(program, d.region)[0] != want:
+        _reject(f"the answer is not {want}")
+    return text, program
+
+
+def _yes_no_candidate(d: _Draw, want_yes: bool) -> tuple[str, Program]:
+    """A yes/no question, built to have the wanted answer where the form allows it (the caller checks)."""
     r = d.region
     form = d.rng.randrange(5)
     if form == 0:
@@ -177,19 +199,16 @@ def _yes_no(d: _Draw) -> tuple[str, Program] | None:
         same = [p for p in r.of_kind["person"] if p != a and r.fact(p, "birth_city") == city]
         others = [p for p in r.of_kind["person"] if r.fact(p, "birth_city") != city]
         pool = same if want_yes else others
-        if not pool:
-            return None
-        b = d.pick(pool)
+        b = d.pick(pool) if pool else _reject(f"no other person born {'in' if want_yes else 'outside'} {city}")
         return f"Were {a} and {b} born in the same city?", Program((Hop(a, "birth_city"), Hop(b, "birth_city")), "same")
     if form == 1:
         p, o = d.one("person"), d.one("organisation")
-        if r.fact(p, "birth_year") == r.fact(o, "founded"):
-            return None
         program = Program((Hop(p, "birth_year"), Hop(o, "founded")), "less")
         return f"Was {p} born before {o} was founded?", program
     if form == 2:
         a, b = d.two("city", "population")
-        return f"Does {a} have more inhabitants than {b}?", Program((Hop(a, "population"), Hop(b, "population")), "greater")
+        program = Program((Hop(a, "population"), Hop(b, "population")), "greater")
+        return f"Does {a} have more inhabitants than {b}?", program
     if form == 3:
         o = d.one("organisation")
         truth = r.fact(r.fact(o, "city"), "country")
@@ -198,19 +217,21 @@ def _yes_no(d: _Draw) -> tuple[str, Program] | None:
     p = d.one("person")
     truth = r.fact(r.fact(p, "employer"), "leader")
     if truth == p:
-        return None
+        _reject(f"{p} leads the organisation they work for")
     leader = truth if want_yes else d.pick([q for q in r.of_kind["person"] if q not in (truth, p)])
     program = Program((Hop(p, "employer"), Hop(0, "leader")), "equals", (leader,))
     return f"Does {p} work for an organisation led by {leader}?", program
 
 
-def _arithmetic(d: _Draw) -> tuple[str, Program] | None:
+def _arithmetic(d: _Draw) -> tuple[str, Program]:
     """Arithmetic that needs the calculator: its answer (at least 10) is no number of the question or of any
     document the solution reads, so it cannot be copied from anywhere."""
     text, program = _arithmetic_candidate(d)
     answer, _ = gold_answer(program, d.region)
     read = " ".join(s for h in program.hops for s in d.region.by_name[h.subject].document())
-    return None if int(answer) < 10 or answer in re.findall(r"\d+", f"{text} {read}") else (text, program)
+    if int(answer) < 10 or answer in re.findall(r"\d+", f"{text} {read}"):
+        _reject("the answer could be copied instead of calculated")
+    return text, program
 
 
 def _arithmetic_candidate(d: _Draw) -> tuple[str, Program]:
@@ -256,7 +277,7 @@ def _direct(d: _Draw) -> tuple[str, Program]:
     return f"What is the last word of this list: {', '.join(words)}?", Program((), "direct", (words[-1],))
 
 
-MAKERS: dict[str, Callable[[_Draw], tuple[str, Program] | None]] = {
+MAKERS: dict[str, Callable[[_Draw], tuple[str, Program]]] = {
     "bridge": _bridge, "comparison": _comparison, "yes_no": _yes_no, "arithmetic": _arithmetic, "direct": _direct,
 }
 
@@ -269,8 +290,11 @@ def draw_questions(rng: random.Random, region: Region, kind: str, count: int) ->
         if len(made) == count:
             break
         draw.picked = []
-        item = MAKERS[kind](draw)
-        if item is not None and item[0] not in seen:
+        try:
+            item = MAKERS[kind](draw)
+        except _Rejected:
+            continue
+        if item[0] not in seen:
             seen.add(item[0])
             made.append((*item, draw.picked))
     return made
