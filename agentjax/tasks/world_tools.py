@@ -42,10 +42,12 @@ class Encyclopedia:
 
 
 def _key(text: str) -> str:
+    """A title or query as it is matched: case-folded, spaces collapsed."""
     return " ".join(text.casefold().split())
 
 
 def _bigrams(key: str) -> frozenset[str]:
+    """The letter pairs of `key`, with its first and last letters paired with a space."""
     padded = f" {key} "
     return frozenset(padded[i:i + 2] for i in range(len(padded) - 1))
 
