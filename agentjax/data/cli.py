@@ -22,14 +22,17 @@ TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained text ⟧
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("inspect", "stats"), help="inspect: print rendered examples; stats: count one epoch")
-    parser.add_argument("--config", required=True, help="YAML with a DataConfig, or a recipe whose `data:` section is one")
-    parser.add_argument("--tokenizer", help="tokenizer model file; default: train a small sentencepiece model on the data")
-    parser.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained on the fly")
-    parser.add_argument("-n", "--num", type=int, default=2, help="inspect: how many examples")
-    parser.add_argument("--source", help="inspect: the source to show (default: the first)")
-    parser.add_argument("--json", dest="json_out", help="stats: also write the stats to this JSON file")
-    parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides of the data config, e.g. seq_len=4096")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    inspect_ = actions.add_parser("inspect", help="print rendered examples with the trained spans marked")
+    inspect_.add_argument("-n", "--num", type=int, default=2, help="how many examples")
+    inspect_.add_argument("--source", help="the source to show (default: the first)")
+    stats = actions.add_parser("stats", help="count one epoch: per source, tokens, supervised share, drops, packing")
+    stats.add_argument("--json", dest="json_out", help="also write the stats to this JSON file")
+    for p in (inspect_, stats):
+        p.add_argument("--config", required=True, help="YAML with a DataConfig, or a recipe whose `data:` section is one")
+        p.add_argument("--tokenizer", help="tokenizer model file; default: train a small sentencepiece model on the data")
+        p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained on the fly")
+        p.add_argument("overrides", nargs="*", default=[], help="key=value changes to the data config, e.g. seq_len=4096")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,49 @@
+"""`agentjax data inspect|stats`: trained spans are visible, stats are printed and written as JSON, bad configs fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from data_support import FIREACT
+
+from agentjax.cli import main
+
+
+def write_recipe(tmp_path, shared_data):
+    """A recipe-style YAML whose `data:` section is the DataConfig (other sections belong to other modules)."""
+    recipe = {"model": {"preset": "tiny"}, "data": {
+        "sources": [{"path": str(shared_data / FIREACT / "hotpotqa.jsonl"), "format": "fireact", "limit": 40},
+                    {"path": str(shared_data / "fixtures/agentflan_sample.jsonl"), "format": "agentflan", "weight": 0.1}],
+        "seq_len": 1024}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_inspect_marks_trained_replies_and_leaves_observations_unmarked(tmp_path, shared_data, capsys):
+    """Replies (with their EOS) are inside ⟦ ⟧; the question and observations are outside."""
+    recipe = write_recipe(tmp_path, shared_data)
+    assert main(["data", "inspect", "--config", str(recipe), "--vocab-size", "512", "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "hotpotqa.jsonl:1" in out and "<s>Who was once considered the best kick boxer" in out
+    assert "⟦Thought: I need to search for the best kick boxer" in out and "finish[Badr Hari]</s>⟧" in out
+    assert "\nObservation: Badr Hari (born 8 December 1984)" in out
+
+
+def test_stats_prints_and_writes_json_with_overrides(tmp_path, shared_data, capsys):
+    """stats: per-source counts and packing efficiency, printed and written atomically; overrides reach the data section."""
+    recipe = write_recipe(tmp_path, shared_data)
+    out_path = tmp_path / "stats" / "data.json"
+    assert main(["data", "stats", "--config", str(recipe), "--vocab-size", "512", "--json", str(out_path), "seq_len=2048"]) == 0
+    stats = json.loads(out_path.read_text())
+    assert stats["seq_len"] == 2048 and stats["sources"]["hotpotqa"]["conversations"] == 40
+    assert stats["sources"]["agentflan_sample"]["examples"] == 2 and 0 < stats["supervised_share"] < 1
+    assert "packing_efficiency" in capsys.readouterr().out and stats["packing_efficiency"] > stats["padding_efficiency"]
+
+
+def test_a_misspelt_config_key_is_a_config_error_naming_it(tmp_path, shared_data, capsys):
+    """A typo in the data config exits with status 2 and says which key and what it may have meant."""
+    recipe = write_recipe(tmp_path, shared_data)
+    assert main(["data", "stats", "--config", str(recipe), "seq_lenn=10"]) == 2
+    assert "seq_lenn: unknown key; did you mean 'seq_len'?" in capsys.readouterr().err
