@@ -68,3 +68,25 @@ def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 7) -> 
     f = jax.jit(lambda x: x @ x)
     seconds = median_seconds(lambda: f(a).block_until_ready(), repeats=repeats)
     return 2 * n**3 / seconds
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (JAX reports each one as a monitoring event)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+
+    def _listen(self, event: str, duration: float, **_) -> None:
+        if event == self.EVENT:
+            self.count += 1
+            self.seconds += duration
+
+    def __enter__(self) -> "CompileCounter":
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)

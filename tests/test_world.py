@@ -16,7 +16,8 @@ from agentjax.configlib import ConfigError, from_dict
 from agentjax.tasks.world import WorldConfig, WorldTask, build_world
 from agentjax.tasks.world_entities import ORG_SUFFIXES, RELATIONS, read_fact
 from agentjax.tasks.world_questions import QUESTION_KINDS
-from agentjax.tasks.world_tools import RIGHT_ANSWER, WRONG_ANSWER, WorldToolkit
+from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.tools.finish import RIGHT_ANSWER, WRONG_ANSWER
 from agentjax.tools.base import run_action
 
 

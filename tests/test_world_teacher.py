@@ -14,7 +14,8 @@ from agentjax.tasks.trajectory_format import chat_action, chat_answer
 from agentjax.tasks.world import SPLITS, WorldConfig, WorldTask, build_world
 from agentjax.tasks.world_entities import ORG_SUFFIXES
 from agentjax.tasks.world_questions import QUESTION_KINDS
-from agentjax.tasks.world_tools import WRONG_ANSWER, WorldToolkit
+from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.tools.finish import WRONG_ANSWER
 from agentjax.tools.base import parse_action, run_action
 from agentjax.tools.wikipedia import Page
 

@@ -14,11 +14,9 @@ from agentjax.tasks.world_entities import SEARCH_SENTENCES
 from agentjax.tools.base import FunctionTool, Tool
 from agentjax.tools.calculator import Calculator
 from agentjax.tools.config import WikipediaConfig
-from agentjax.tools.finish import Finish
+from agentjax.tools.finish import finish_tool
 from agentjax.tools.wikipedia import Page, WikipediaEpisode
 
-RIGHT_ANSWER = "Your answer is correct."
-WRONG_ANSWER = "Your answer is wrong. Reflect on the mistake and try again."
 
 
 class Encyclopedia:
@@ -52,21 +50,6 @@ def _bigrams(key: str) -> frozenset[str]:
     return frozenset(padded[i:i + 2] for i in range(len(padded) - 1))
 
 
-class CheckedFinish(Finish):
-    """`finish[answer]` that tells the agent whether the answer is right (Reflexion's evaluator feedback).
-
-    A wrong answer does not end the episode (`ends_episode` is False after it), so the agent can reflect and retry.
-    """
-
-    def __init__(self, is_correct: Callable[[str], bool]):
-        self.is_correct = is_correct
-        self.ends_episode = True
-
-    def __call__(self, argument: str) -> str:
-        self.ends_episode = self.is_correct(argument)
-        return RIGHT_ANSWER if self.ends_episode else WRONG_ANSWER
-
-
 class WorldToolkit:
     """The tools of one split of the world; the search index is built once, tool objects are new for each episode."""
 
@@ -83,7 +66,7 @@ class WorldToolkit:
             FunctionTool("lookup", "lookup[keyword]: the next sentence containing keyword in the document last "
                          "found by search", browser.lookup),
             Calculator(),
-            Finish() if is_correct is None else CheckedFinish(is_correct),
+            finish_tool(is_correct),
         ]
         return {tool.name: tool for tool in tools}
 

@@ -9,7 +9,7 @@ from agentjax.tools.base import Tool
 from agentjax.tools.calculator import Calculator
 from agentjax.tools.config import ToolsConfig
 from agentjax.tools.corpus_search import CorpusSearch
-from agentjax.tools.finish import Finish
+from agentjax.tools.finish import finish_tool
 from agentjax.tools.recorded import RecordedSearch
 from agentjax.tools.serpapi import SerpApiSearch
 from agentjax.tools.wikipedia import WikipediaApi, WikipediaEpisode
@@ -27,11 +27,10 @@ class Toolkit:
         self.config = config
         self._search = _search_factory(config, sleep)
         self._shared: dict[str, Tool] = {"calculate": Calculator()} if config.calculate else {}
-        self._shared["finish"] = Finish()
 
-    def new_episode(self) -> dict[str, Tool]:
-        """Tool name -> tool for one episode (search tools first, `finish` last)."""
-        return {**self._search(), **self._shared}
+    def new_episode(self, is_correct: Callable[[str], bool] | None = None) -> dict[str, Tool]:
+        """Tool name -> tool for one episode (search tools first, `finish` last, checking answers if `is_correct`)."""
+        return {**self._search(), **self._shared, "finish": finish_tool(is_correct)}
 
     def describe(self) -> str:
         """One line per tool, `name[argument]: what it does`, for prompts."""

@@ -1,0 +1,68 @@
+"""The typed config of an evaluation (`agentjax eval --config X.yaml key=value ...`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentjax.configlib import ConfigError
+from agentjax.data.config import ConditioningConfig
+from agentjax.sharding import MeshConfig
+from agentjax.tasks.world import WorldConfig
+from agentjax.tools.config import ToolsConfig
+from agentjax.train.config import ModelSection
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding: batch of episodes, cache length, reply budget, sampling, and extend length buckets."""
+
+    batch_size: int = 8
+    max_len: int = 2048  # tokens of context per episode (KV cache length)
+    max_new_tokens: int = 256  # per reply
+    temperature: float = 0.0  # 0: greedy (NAT samples at 0.2)
+    top_k: int = 0
+    top_p: float = 1.0
+    buckets: tuple[int, ...] = (16, 64, 256)  # extend lengths compiled; longer inputs go in chunks
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which model, on which task and tools, with which method and template, written where."""
+
+    run: str | None = None  # a training run directory: its latest checkpoint and tokenizer
+    model: ModelSection | None = None  # or a model directory / preset (with `tokenizer`)
+    tokenizer: str | None = None
+    template: str = "react"
+    template_options: dict[str, Any] = field(default_factory=dict)
+    task: str = "hotpotqa"
+    task_path: str = ""  # the task's data folder or file (unused by the generated world)
+    split: str = "dev"
+    limit: int | None = None
+    world: WorldConfig = field(default_factory=WorldConfig)  # task `world` only
+    tools: ToolsConfig = field(default_factory=ToolsConfig)  # not used by task `world`, which has its own
+    method: Literal["react", "cot", "reflexion"] = "react"
+    max_steps: int = 11
+    max_attempts: int = 2  # reflexion: answers checked against the gold before the episode ends
+    system_prompt: str = ""
+    system_prompt_file: str | None = None  # e.g. few-shot examples for a prompted (not fine-tuned) model
+    reply_without_action: Literal["invalid", "answer"] = "invalid"
+    conditioning: ConditioningConfig | None = None  # NAT models: condition on the positive outcome
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tool_timeout_s: float = 60.0
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    output_dir: str = "runs/eval"
+    seed: int = 0
+
+    def validate(self):
+        if (self.run is None) == (self.model is None):
+            raise ConfigError("set exactly one of run (a training run directory) and model")
+        if self.model is not None and self.tokenizer is None:
+            raise ConfigError("model: needs tokenizer (a tokenizer.model file)")
+        if self.run is not None and not (Path(self.run) / "config.yaml").exists():
+            raise ConfigError(f"run: {self.run} is not a training run directory (no config.yaml)")
+        if self.system_prompt and self.system_prompt_file:
+            raise ConfigError("set system_prompt or system_prompt_file, not both")
+        if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
+            raise ConfigError(f"system_prompt_file: {self.system_prompt_file} does not exist")

@@ -1,0 +1,236 @@
+"""On-device generation: a jitted extend (append tokens to each row's KV cache) and a jitted decode loop.
+
+The decode loop is one `lax.while_loop`: sample (greedy, temperature, top-k, top-p: per-row settings
+passed as arrays, so changing them never recompiles), stop a row on EOS, on a stop string, on its
+token budget or at the end of its cache. Stop strings are matched on the generated *bytes* (each
+token's bytes from the tokenizer), so a stop string split across tokens in any way is caught. A
+row's last sampled token is never written to the cache; the caller decides what the cache should
+continue with (see agent/loop.py, which re-renders the turn with the training template).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentjax import sharding
+from agentjax.data.tokenizer import Tokenizer
+from agentjax.model.llama import KVCache, Llama
+
+# Why a row stopped.
+RUNNING, EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL = 0, 1, 2, 3, 4
+STOP_REASONS = {EOS: "eos", STOP_STRING: "stop_string", MAX_TOKENS: "max_tokens", CONTEXT_FULL: "context_full"}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Per-row sampling settings; temperature 0 is greedy, top_k 0 and top_p 1 switch those filters off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+class StopTables(NamedTuple):
+    """Token bytes and stop strings as padded arrays, for matching text on device."""
+
+    token_bytes: jax.Array  # uint8 [V, Lmax]
+    token_lens: jax.Array  # int32 [V]
+    stops: jax.Array  # uint8 [S, Smax]
+    stop_lens: jax.Array  # int32 [S]
+
+    @property
+    def window(self) -> int:
+        """Bytes of recent text kept per row: enough for a stop string ending anywhere in a new token."""
+        return self.stops.shape[1] + self.token_bytes.shape[1]
+
+
+def stop_tables(tokenizer: Tokenizer, vocab_size: int, stop_strings: tuple[str, ...]) -> StopTables:
+    pieces = [tokenizer.token_bytes(i) if i < tokenizer.vocab_size else b"" for i in range(vocab_size)]
+    width = max(1, max(map(len, pieces)))
+    table = np.zeros((vocab_size, width), np.uint8)
+    for i, p in enumerate(pieces):
+        table[i, : len(p)] = np.frombuffer(p, np.uint8)
+    encoded = [s.encode() for s in stop_strings] or [b""]
+    if any(b"\x00" in s for s in encoded):
+        raise ValueError("stop strings may not contain NUL bytes")
+    stops = np.zeros((len(encoded), max(1, max(map(len, encoded)))), np.uint8)
+    for i, s in enumerate(encoded):
+        stops[i, : len(s)] = np.frombuffer(s, np.uint8)
+    return StopTables(jnp.asarray(table), jnp.asarray([len(p) for p in pieces], jnp.int32), jnp.asarray(stops),
+                      jnp.asarray([len(s) for s in encoded], jnp.int32))
+
+
+def append_and_match(window: jax.Array, token: jax.Array, tables: StopTables) -> tuple[jax.Array, jax.Array]:
+    """Append each row's token bytes to its text window [B, W]; True where a stop string now ends."""
+    b, w = window.shape
+    new = tables.token_bytes[token]  # [B, Lmax]
+    n = tables.token_lens[token]  # [B]
+    joined = jnp.concatenate([window, new], axis=1)
+    window = jnp.take_along_axis(joined, n[:, None] + jnp.arange(w)[None], axis=1)
+    lmax, smax = tables.token_bytes.shape[1], tables.stops.shape[1]
+    ends = w - 1 - jnp.arange(lmax)  # candidate end positions of a match inside the new bytes
+    starts = ends[None, :] - tables.stop_lens[:, None] + 1  # [S, Lmax]
+    idx = starts[:, :, None] + jnp.arange(smax)[None, None, :]  # [S, Lmax, Smax]
+    text = window[:, jnp.clip(idx, 0, w - 1)]  # [B, S, Lmax, Smax]
+    in_stop = jnp.arange(smax)[None, None, :] < tables.stop_lens[:, None, None]
+    equal = jnp.all((text == tables.stops[:, None, :][None]) | ~in_stop[None], axis=-1)  # [B, S, Lmax]
+    fresh = jnp.arange(lmax)[None, :] < n[:, None]  # [B, Lmax]: only ends inside this token's bytes count
+    valid = (tables.stop_lens > 0)[None, :, None]
+    return window, jnp.any(equal & fresh[:, None, :] & valid, axis=(1, 2))
+
+
+def sample(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """One token per row from logits [B, V] with that row's temperature / top-k / top-p."""
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def stochastic(_):
+        scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]
+        ranked = -jnp.sort(-scaled, axis=-1)  # descending
+        rank = jnp.arange(logits.shape[-1])[None, :]
+        ranked = jnp.where((top_k[:, None] > 0) & (rank >= top_k[:, None]), -jnp.inf, ranked)
+        probs = jax.nn.softmax(ranked, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep = (mass_before < top_p[:, None]) & jnp.isfinite(ranked)
+        cutoff = jnp.min(jnp.where(keep, ranked, jnp.inf), axis=-1, keepdims=True)
+        filtered = jnp.where(scaled >= cutoff, scaled, -jnp.inf)
+        drawn = jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
+        return jnp.where(temperature > 0, drawn, greedy)
+
+    return jax.lax.cond(jnp.all(temperature <= 0), lambda _: greedy, stochastic, None)
+
+
+class Generated(NamedTuple):
+    tokens: jax.Array  # int32 [B, max_new]
+    count: jax.Array  # int32 [B] tokens generated (the last one was not written to the cache)
+    reason: jax.Array  # int32 [B] STOP_REASONS
+    cache: KVCache
+    key: jax.Array
+
+
+class Decoder:
+    """Compiled extend and decode for one model, batch size, cache length and token budget.
+
+    The programs compiled are: one extend per length bucket in use, and one decode loop.
+    """
+
+    def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
+                 max_new_tokens: int, buckets: tuple[int, ...] = (16, 64, 256), mesh=None):
+        self.graphdef, self.params = nnx.split(model)
+        self.cfg = model.config
+        self.batch, self.max_len, self.max_new = batch, max_len, max_new_tokens
+        self.eos_id, self.pad_id = tokenizer.eos_id, tokenizer.pad_id
+        self.buckets = tuple(b for b in sorted(set(buckets)) if b <= max_len) or (max_len,)
+        self.tables = stop_tables(tokenizer, self.cfg.vocab_size, stop_strings)
+        self.mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
+        self._extend = jax.jit(self._extend_impl, donate_argnums=(1,))
+        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,))
+
+    def new_state(self) -> tuple[KVCache, jax.Array]:
+        """An empty cache and zero logits [B, V], placed as extend and decode return them."""
+        def init(params):
+            cache = nnx.merge(self.graphdef, params).init_cache(self.batch, self.max_len)
+            return cache, jnp.zeros((self.batch, self.cfg.vocab_size), jnp.float32)
+
+        with sharding.activate(self.mesh):
+            return jax.jit(init)(self.params)
+
+    def warm_up(self, cache: KVCache, logits: jax.Array) -> tuple[KVCache, jax.Array]:
+        """Compile every program an evaluation will use (each extend bucket, the decode loop) before it starts.
+
+        Runs them on rows that write nothing, so the cache and logits come back unchanged in content.
+        """
+        idle = np.zeros((self.batch, 1), np.int32)
+        for width in self.buckets:
+            zeros = np.zeros((self.batch, width), np.int32)
+            with sharding.activate(self.mesh):
+                cache, logits = self._extend(self.params, cache, logits, zeros, zeros, zeros)
+        out = self.decode(cache, logits, idle[:, 0], np.zeros(self.batch, bool), [Sampling()] * self.batch,
+                          jax.random.key(0))
+        return out.cache, logits
+
+    # -- extend ---------------------------------------------------------------------------------
+
+    def extend(self, cache: KVCache, logits: jax.Array, new_tokens: list[list[int]], starts: list[int]):
+        """Write each row's new tokens at positions starts[r]...; rows with none keep their logits.
+
+        Returns (cache, logits [B, V] at each row's last new token). Long inputs go in bucket-sized chunks.
+        """
+        pending = [list(t) for t in new_tokens]
+        offsets = list(starts)
+        while any(pending):
+            longest = max(map(len, pending))
+            width = next((b for b in self.buckets if b >= longest), self.buckets[-1])
+            tokens = np.full((self.batch, width), self.pad_id, np.int32)
+            positions = np.zeros((self.batch, width), np.int32)
+            segments = np.zeros((self.batch, width), np.int32)
+            for r, toks in enumerate(pending):
+                chunk = toks[:width]
+                if offsets[r] + len(chunk) > self.max_len:
+                    raise ValueError(f"row {r}: {offsets[r] + len(chunk)} tokens exceed the cache of {self.max_len}")
+                tokens[r, : len(chunk)] = chunk
+                positions[r, : len(chunk)] = np.arange(offsets[r], offsets[r] + len(chunk))
+                segments[r, : len(chunk)] = 1
+                pending[r] = toks[width:]
+                offsets[r] += len(chunk)
+            with sharding.activate(self.mesh):
+                cache, logits = self._extend(self.params, cache, logits, tokens, positions, segments)
+        return cache, logits
+
+    def _extend_impl(self, params, cache, logits, tokens, positions, segments):
+        model = nnx.merge(self.graphdef, params)
+        all_logits, cache = model.extend(cache, tokens, positions, segments)
+        n = segments.sum(axis=1)
+        last = jnp.take_along_axis(all_logits, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
+        return cache, jnp.where((n > 0)[:, None], last, logits)
+
+    # -- decode ---------------------------------------------------------------------------------
+
+    def decode(self, cache: KVCache, logits: jax.Array, lengths: np.ndarray, active: np.ndarray,
+               sampling: list[Sampling], key: jax.Array, max_new: int | None = None) -> Generated:
+        """Generate for active rows, from their logits, the next position being `lengths[r]`."""
+        temperature = np.array([s.temperature for s in sampling], np.float32)
+        top_k = np.array([s.top_k for s in sampling], np.int32)
+        top_p = np.array([s.top_p for s in sampling], np.float32)
+        with sharding.activate(self.mesh):
+            return self._decode(self.params, cache, logits, np.asarray(lengths, np.int32), np.asarray(active, bool),
+                                temperature, top_k, top_p, key, np.int32(max_new or self.max_new))
+
+    def _decode_impl(self, params, cache, logits, lengths, active, temperature, top_k, top_p, key, max_new):
+        model = nnx.merge(self.graphdef, params)
+        b, tables = self.batch, self.tables
+        state = dict(
+            i=jnp.int32(0), cache=cache, logits=logits, active=active, key=key,
+            tokens=jnp.full((b, self.max_new), self.pad_id, jnp.int32), count=jnp.zeros(b, jnp.int32),
+            reason=jnp.zeros(b, jnp.int32), window=jnp.zeros((b, tables.window), jnp.uint8),
+        )
+
+        def cond(s):
+            return (s["i"] < max_new) & jnp.any(s["active"])
+
+        def body(s):
+            key, sub = jax.random.split(s["key"])
+            token = sample(s["logits"], sub, temperature, top_k, top_p)
+            active = s["active"]
+            token = jnp.where(active, token, self.pad_id)
+            tokens = s["tokens"].at[:, s["i"]].set(token)
+            count = s["count"] + active
+            window, matched = append_and_match(s["window"], token, tables)
+            position = lengths + count - 1  # where this token would be written
+            reason = jnp.select(
+                [token == self.eos_id, matched, count >= max_new, position >= self.max_len - 1],
+                [EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL], RUNNING)
+            reason = jnp.where(active, reason, s["reason"])
+            still = active & (reason == RUNNING)
+            new_logits, cache = model.extend(s["cache"], token[:, None], position[:, None], still[:, None].astype(jnp.int32))
+            logits = jnp.where(still[:, None], new_logits[:, 0], s["logits"])
+            return dict(i=s["i"] + 1, cache=cache, logits=logits, active=still, key=key, tokens=tokens,
+                        count=count, reason=reason, window=window)
+
+        out = jax.lax.while_loop(cond, body, state)
+        return Generated(out["tokens"], out["count"], out["reason"], out["cache"], out["key"])

@@ -1,0 +1,170 @@
+"""The evaluation harness: episodes over a task's questions, scored, written as transcripts + summary.
+
+`transcripts.jsonl` gets one line per finished episode, flushed as it ends; rerunning the same
+command skips the questions already there (a torn last line from a kill is dropped), so an
+interrupted evaluation resumes without redoing or duplicating episodes. `summary.json` is written
+atomically at the end, from all the transcripts.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import jax
+from tqdm import tqdm
+
+from agentjax import sharding
+from agentjax.agent.config import EvalConfig
+from agentjax.agent.decode import Decoder, Sampling
+from agentjax.agent.loop import AgentLoop, Episode, LoopSettings
+from agentjax.agent.methods import EpisodeStart
+from agentjax.data.atomic import atomic_write
+from agentjax.data.templates import get_template
+from agentjax.data.tokenizer import load_tokenizer
+from agentjax.perf import CompileCounter
+from agentjax.tasks.base import Question, Task
+from agentjax.tools.base import Tool
+
+TRANSCRIPTS, SUMMARY = "transcripts.jsonl", "summary.json"
+
+
+def load_model_and_tokenizer(cfg: EvalConfig, mesh):
+    """The model to evaluate (LoRA merged for speed) and its tokenizer."""
+    if cfg.run is not None:
+        from agentjax.train.trainer import load_trained_model
+
+        return load_trained_model(cfg.run, mesh)
+    from agentjax.train.trainer import build_model, resolve_model_config
+    from agentjax.train.config import RunConfig
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    run = RunConfig(model=cfg.model, seed=cfg.seed)
+    return build_model(run, mesh, resolve_model_config(run, tokenizer)), tokenizer
+
+
+def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Question], Mapping[str, Tool]]]:
+    """The task, its questions, and a maker of each episode's tools (Reflexion's finish checks the answer)."""
+    checked = cfg.method == "reflexion"
+    if cfg.task == "world":
+        from agentjax.tasks.world import WorldTask, build_world
+        from agentjax.tasks.world_tools import WorldToolkit
+
+        task = WorldTask(build_world(cfg.world))
+        toolkit = WorldToolkit(task.world, cfg.split)
+    else:
+        from agentjax.tasks.registry import get_task
+        from agentjax.tools.registry import Toolkit
+
+        task = get_task(cfg.task)
+        toolkit = Toolkit(cfg.tools)  # a missing API key fails here, before episode 1
+    primary = task.metrics[0]
+
+    def tools_for(q: Question) -> Mapping[str, Tool]:
+        return toolkit.new_episode(is_correct=(lambda answer: task.score(answer, q)[primary] == 1.0) if checked else None)
+
+    return task, task.load(cfg.task_path, cfg.split, cfg.limit), tools_for
+
+
+def read_transcripts(path: Path) -> list[dict]:
+    """Finished episodes already written; a torn last line (the process was killed mid-write) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    with atomic_write(path) as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return records
+
+
+def summarize(records: list[dict], task: Task, extra: dict) -> dict:
+    """`n`, each metric (in %), per-kind metrics, statuses, tool-call statuses, steps, and what `extra` adds."""
+    metrics = task.metrics
+    by_kind = collections.defaultdict(list)
+    for r in records:
+        by_kind[str(r["meta"].get("type", r["kind"]))].append(r)
+    mean = lambda rs, m: 100 * sum(r["scores"][m] for r in rs) / len(rs) if rs else 0.0  # noqa: E731
+    return dict(
+        n=len(records), **{m: mean(records, m) for m in metrics},
+        per_kind={k: {"n": len(rs), **{m: mean(rs, m) for m in metrics}} for k, rs in sorted(by_kind.items())},
+        statuses=dict(collections.Counter(r["status"] for r in records)),
+        tool_calls=dict(collections.Counter(c["status"] for r in records for c in r["tool_calls"])),
+        mean_steps=sum(r["steps"] for r in records) / len(records) if records else 0.0,
+        **extra,
+    )
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mesh = sharding.make_mesh(cfg.mesh)
+    task, questions, tools_for = task_and_tools(cfg)
+    model, tokenizer = load_model_and_tokenizer(cfg, mesh)
+    template = get_template(cfg.template, tokenizer, **cfg.template_options)
+    records = read_transcripts(out / TRANSCRIPTS)
+    done = {r["id"] for r in records}
+    todo = [q for q in questions if q.id not in done]
+    g = cfg.generation
+    system_prompt = Path(cfg.system_prompt_file).read_text() if cfg.system_prompt_file else cfg.system_prompt
+    loop = AgentLoop(
+        Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh),
+        template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
+        LoopSettings(cfg.max_steps, Sampling(g.temperature, g.top_k, g.top_p), cfg.tool_timeout_s,
+                     reply_without_action=cfg.reply_without_action, seed=cfg.seed),
+    )
+    primary = task.metrics[0]
+    bar = tqdm(total=len(questions), initial=len(records), desc=f"eval {cfg.task}", unit="episode",
+               disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    with open(out / TRANSCRIPTS, "a") as f, CompileCounter() as compiles:
+        def on_done(ep: Episode) -> None:
+            record = {**ep.record(), "scores": task.score(ep.prediction, ep.question)}
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            records.append(record)
+            bar.update()
+            bar.set_postfix({primary: f"{100 * sum(r['scores'][primary] for r in records) / len(records):.1f}"},
+                            refresh=False)
+
+        loop.run(todo, on_done)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    summary = summarize(records, task, dict(
+        task=cfg.task, split=cfg.split, method=cfg.method, compiles=compiles.count,
+        compile_seconds=compiles.seconds, seconds=seconds, episodes_this_run=len(todo),
+        episodes_per_s=len(todo) / seconds if seconds else 0.0, devices=jax.device_count(),
+    ))
+    with atomic_write(out / SUMMARY) as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def task_metrics(cfg: EvalConfig) -> tuple[str, ...]:
+    """The metric names of the configured task (headline first)."""
+    if cfg.task == "world":
+        from agentjax.tasks.world import WorldTask
+
+        return WorldTask.metrics
+    from agentjax.tasks.registry import TASKS
+
+    return TASKS[cfg.task].metrics
+
+
+def format_summary(summary: dict, metrics: tuple[str, ...]) -> str:
+    """A small table: overall and per question kind, then statuses and tool calls."""
+    head = f"{'kind':<14}{'n':>6}" + "".join(f"{m:>10}" for m in metrics)
+    rows = [head, "-" * len(head)]
+    for kind, s in summary["per_kind"].items():
+        rows.append(f"{kind:<14}{s['n']:>6}" + "".join(f"{s[m]:>10.1f}" for m in metrics))
+    rows.append(f"{'all':<14}{summary['n']:>6}" + "".join(f"{summary[m]:>10.1f}" for m in metrics))
+    rows.append(f"statuses {summary['statuses']}  tool calls {summary['tool_calls']}  "
+                f"steps/episode {summary['mean_steps']:.2f}  compiles {summary['compiles']}")
+    return "\n".join(rows)

@@ -1,0 +1,200 @@
+"""Run many agent episodes at once: generate a reply, call its tool, extend the cache, continue.
+
+Each batch row holds one episode. The row's KV cache always holds exactly the token ids the host
+has recorded for it (`Slot.ids`). After every reply the whole conversation is re-rendered with the
+training template; the cache keeps the longest common prefix and is extended with the rest (the
+reply's canonical tokens, EOS, the observation and the next reply's opening). So the cache ends
+where the training rendering continues, nothing is re-prefilled but the last reply, and the
+token ids equal the training renderer's. A finished row takes the next question at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from agentjax.agent.decode import CONTEXT_FULL, STOP_REASONS, Decoder, Sampling
+from agentjax.agent.methods import EpisodeStart, extract_action
+from agentjax.data.conversation import Conversation, Turn
+from agentjax.data.templates import Template
+from agentjax.tasks.base import Question
+from agentjax.tools.base import Tool, ToolResult, run_action
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Episode limits and generation settings."""
+
+    max_steps: int = 11  # replies per episode (FireAct: 11, ReAct: 7)
+    sampling: Sampling = Sampling()
+    tool_timeout_s: float = 60.0  # an observation says so when a tool takes longer
+    tool_threads: int = 8
+    reply_without_action: str = "invalid"  # "invalid": tell the agent; "answer": the reply is its final answer
+    seed: int = 0
+
+
+@dataclass
+class ToolCall:
+    action: str | None
+    observation: str
+    status: str
+    seconds: float
+
+
+@dataclass
+class Episode:
+    """One question's episode; what transcripts.jsonl stores, one line each."""
+
+    question: Question
+    conversation: Conversation
+    tools: Mapping[str, Tool]
+    status: str = "running"  # then: finished, max_steps, context_limit
+    prediction: str | None = None
+    steps: int = 0
+    calls: list[ToolCall] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # the token ids in this row's KV cache
+    generated_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        q = self.question
+        return dict(
+            id=q.id, question=q.question, answers=list(q.answers), kind=q.kind, meta=dict(q.meta),
+            prediction=self.prediction, status=self.status, steps=self.steps,
+            turns=[{"role": t.role, "content": t.content} for t in self.conversation.turns],
+            tool_calls=[vars(c) for c in self.calls], stop_reasons=self.stop_reasons,
+            generated_tokens=self.generated_tokens, context_tokens=len(self.ids), seconds=self.seconds,
+        )
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    mismatch = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(mismatch[0]) if mismatch.size else n
+
+
+class AgentLoop:
+    """Episodes over one Decoder; `tools_for(question)` gives each episode fresh tool objects."""
+
+    def __init__(self, decoder: Decoder, template: Template, start: EpisodeStart,
+                 tools_for: Callable[[Question], Mapping[str, Tool]], settings: LoopSettings = LoopSettings()):
+        self.decoder, self.template, self.start, self.tools_for, self.settings = decoder, template, start, tools_for, settings
+        self.tokenizer = template.tokenizer
+
+    def run(self, questions: Iterable[Question], on_done: Callable[[Episode], None]) -> None:
+        """Play every question; `on_done(episode)` is called as each one ends (in completion order)."""
+        queue = iter(questions)
+        rows: list[Episode | None] = [None] * self.decoder.batch
+        cache, logits = self.decoder.warm_up(*self.decoder.new_state())
+        key = jax.random.key(self.settings.seed)
+        with cf.ThreadPoolExecutor(self.settings.tool_threads) as pool:
+            while True:
+                for r in range(len(rows)):
+                    if rows[r] is None and (q := next(queue, None)) is not None:
+                        rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q))
+                if all(e is None for e in rows):
+                    return
+                cache, logits = self._sync_caches(rows, cache, logits, on_done)
+                if all(e is None for e in rows):
+                    continue
+                replies, cache, key = self._generate(rows, cache, logits, key)
+                self._act(rows, replies, pool, on_done)
+
+    # -- the three phases of a step ---------------------------------------------------------------
+
+    def _sync_caches(self, rows, cache, logits, on_done):
+        """Bring every row's cache to the template's rendering of its conversation (the next reply's prompt)."""
+        news, starts = [[] for _ in rows], [0] * len(rows)
+        for r, ep in enumerate(rows):
+            if ep is None:
+                continue
+            target = self.template.prompt(ep.conversation)
+            if len(target) >= self.decoder.max_len - 1:
+                self._end(rows, r, "context_limit", on_done)
+                continue
+            keep = common_prefix(ep.ids, target)
+            news[r], starts[r] = target[keep:], keep
+            ep.ids = target
+        if any(news):
+            cache, logits = self.decoder.extend(cache, logits, news, starts)
+        return cache, logits
+
+    def _generate(self, rows, cache, logits, key):
+        """One reply per active row: (reply text or None when the context is full, stop reason, tokens)."""
+        active = np.array([ep is not None for ep in rows])
+        lengths = np.array([len(ep.ids) if ep else 0 for ep in rows])
+        sampling = [self.settings.sampling] * len(rows)
+        out = self.decoder.decode(cache, logits, lengths, active, sampling, key)
+        tokens, counts, reasons = jax.device_get((out.tokens, out.count, out.reason))
+        replies = {}
+        for r, ep in enumerate(rows):
+            if ep is None:
+                continue
+            generated = tokens[r, : counts[r]].tolist()
+            ep.ids = ep.ids + generated[:-1]  # the last sampled token was not written to the cache
+            ep.generated_tokens += len(generated)
+            text = b"".join(self.tokenizer.token_bytes(t) for t in generated).decode("utf-8", errors="replace")
+            replies[r] = (self._cut_at_stop(text), int(reasons[r]))
+        return replies, out.cache, out.key
+
+    def _act(self, rows, replies, pool, on_done):
+        """Record each reply, run its action in the thread pool, and append the observations."""
+        pending = {}
+        for r, (reply, reason) in replies.items():
+            ep = rows[r]
+            ep.stop_reasons.append(STOP_REASONS.get(reason, "running"))
+            ep.conversation = ep.conversation.append(Turn("assistant", self.template.reply_content(reply)))
+            ep.steps += 1
+            if reason == CONTEXT_FULL:
+                self._end(rows, r, "context_limit", on_done)
+                continue
+            action = extract_action(ep.conversation.turns[-1].content)
+            if action is None and self.settings.reply_without_action == "answer":
+                ep.prediction = ep.conversation.turns[-1].content.strip()
+                self._end(rows, r, "finished", on_done)
+                continue
+            pending[r] = (action, pool.submit(_timed_action, ep.tools, action or ep.conversation.turns[-1].content))
+        for r, (action, future) in pending.items():
+            ep = rows[r]
+            try:
+                result, seconds = future.result(timeout=self.settings.tool_timeout_s)
+            except cf.TimeoutError:
+                name = action.split("[", 1)[0] if action else "tool"
+                result = ToolResult(f"The {name} tool failed: no answer within {self.settings.tool_timeout_s:g} s.",
+                                    "tool_error")
+                seconds = self.settings.tool_timeout_s
+            ep.calls.append(ToolCall(action, result.observation, result.status, seconds))
+            if result.status == "finished":
+                ep.prediction = result.action.argument
+                self._end(rows, r, "finished", on_done)
+            elif ep.steps >= self.settings.max_steps:
+                self._end(rows, r, "max_steps", on_done)
+            else:
+                ep.conversation = ep.conversation.append(Turn("tool", result.observation))
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _cut_at_stop(self, text: str) -> str:
+        """The reply before the first stop string (nothing after a stop is kept)."""
+        cuts = [i for s in self.template.stop_strings if (i := text.find(s)) >= 0]
+        return text[: min(cuts)] if cuts else text
+
+    def _end(self, rows, r, status, on_done):
+        ep = rows[r]
+        ep.status = status
+        ep.seconds = time.perf_counter() - ep.started
+        rows[r] = None
+        on_done(ep)
+
+
+def _timed_action(tools: Mapping[str, Tool], action: str) -> tuple[ToolResult, float]:
+    t0 = time.perf_counter()
+    result = run_action(tools, action)
+    return result, time.perf_counter() - t0
