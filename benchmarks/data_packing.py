@@ -64,6 +64,7 @@ def throughput(config: DataConfig, tokenizer, global_batch: int, batches: int) -
 
 
 def main() -> None:
+    """Measure, print the tables, write the JSON."""
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("AGENTJAX_SHARED_DATA", str(here.parent / "shared" / "data")))

@@ -22,6 +22,7 @@ TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained text ⟧
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`inspect` and `stats`, each with --config, tokenizer choice and key=value overrides."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     inspect_ = actions.add_parser("inspect", help="print rendered examples with the trained spans marked")
     inspect_.add_argument("-n", "--num", type=int, default=2, help="how many examples")
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the config and tokenizer, then inspect or count."""
     config = load_data_config(args.config, args.overrides)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else _tokenizer_from_data(config, args.vocab_size)
     if args.action == "inspect":

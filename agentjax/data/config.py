@@ -26,6 +26,7 @@ class SourceConfig:
     limit: int | None = None  # keep only the first N conversations (quick jobs)
 
     def validate(self) -> None:
+        """Called by configlib: a known format, a positive weight, a sane limit and method."""
         from agentjax.data.formats import FORMATS
 
         if not self.path:
@@ -53,6 +54,7 @@ class SourceConfig:
 
     @property
     def display_name(self) -> str:
+        """The source's name in counters and stats."""
         return self.name or self.paths[0].stem
 
 
@@ -68,6 +70,7 @@ class ConditioningConfig:
     f1_thresholds: list[float] = field(default_factory=lambda: [1.0, 0.5])  # F1 >= 1 -> level 0, >= 0.5 -> 1, > 0 -> 2, else 3
 
     def validate(self) -> None:
+        """Called by configlib: four levels, ordered thresholds, distinct binary labels."""
         if len(self.levels) != 4:
             raise ConfigError(f"levels: expected 4 labels, got {len(self.levels)}")
         if len(self.f1_thresholds) != 2 or not self.f1_thresholds[0] >= self.f1_thresholds[1] > 0:
@@ -95,6 +98,7 @@ class DataConfig:
     prefetch_batches: int = 2
 
     def validate(self) -> None:
+        """Called by configlib: at least one source, distinct source names, a known template, sane sizes."""
         if not self.sources:
             raise ConfigError("sources: at least one source is required")
         names = [s.display_name for s in self.sources]

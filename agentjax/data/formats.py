@@ -46,6 +46,7 @@ def parser_for(fmt: str) -> Callable[[Any, str], Conversation]:
 
 
 def _field(record: Any, key: str, kind: type | tuple[type, ...], origin: str, where: str = "") -> Any:
+    """`record[key]`, checked to be of `kind`; errors name the field (`where` is its dotted prefix)."""
     if not isinstance(record, dict):
         raise DataError(origin, "bad_type", f"{where.rstrip('.') or 'record'}: expected a JSON object, got {type(record).__name__}")
     if key not in record:
@@ -208,6 +209,7 @@ def parse_openai(record: Any, origin: str) -> Conversation:
 
 
 def _record_id(record: dict, origin: str) -> str:
+    """The record's optional `id` as a string."""
     value = record.get("id", "")
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise DataError(origin, "bad_type", f"id: expected a string, got {value!r:.60}")

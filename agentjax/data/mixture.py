@@ -29,6 +29,7 @@ class Mixture:
         return [0] * len(self.sizes)
 
     def finished(self, draws: list[int]) -> bool:
+        """True once every source has had its `epochs` passes (never without `epochs`)."""
         return self.epochs is not None and bool(np.all(np.asarray(draws) >= self.epochs * self.sizes))
 
     def window(self, window: int, draws: list[int], size: int) -> tuple[np.ndarray, list[int]]:
@@ -66,6 +67,7 @@ class Mixture:
         return out
 
     def _example_order(self, source: int, epoch: int) -> np.ndarray:
+        """The order of a source's examples in one epoch: a seeded permutation, or file order without shuffling."""
         n = int(self.sizes[source])
         if not self.shuffle:
             return np.arange(n)

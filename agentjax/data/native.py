@@ -87,6 +87,7 @@ def write_conversations(path: str | Path, conversations: Iterable[Conversation])
 
 
 def _check_keys(record: dict, known: set[str], origin: str, where: str) -> None:
+    """Unknown keys are errors: a typo must not silently drop a field."""
     unknown = sorted(set(record) - known)
     if unknown:
         raise DataError(origin, "unknown_field", f"{where}{unknown[0]}: unknown key; known keys: {sorted(known)}")
@@ -96,6 +97,7 @@ _MISSING = object()
 
 
 def _typed(record: dict, key: str, kind: type, origin: str, where: str, default: Any = _MISSING) -> Any:
+    """`record[key]` checked to be of `kind`; `default` when absent (required when no default)."""
     value = record.get(key, default)
     if value is _MISSING:
         raise DataError(origin, "missing_field", f"{where}{key}: missing")
@@ -105,6 +107,7 @@ def _typed(record: dict, key: str, kind: type, origin: str, where: str, default:
 
 
 def _number(outcome: dict, key: str, origin: str) -> float | None:
+    """An optional number of the outcome (booleans are not numbers here)."""
     value = outcome.get(key)
     if value is None:
         return None

@@ -31,7 +31,10 @@ _DTYPES = {"inputs": tf.int32, "targets": tf.int32, "positions": tf.int32, "segm
 
 
 class Pipeline:
-    """Iterate dicts of numpy arrays `inputs, targets, positions, segment_ids, weights`, each [local_batch, seq_len]."""
+    """Iterate dicts of numpy arrays `inputs, targets, positions, segment_ids, weights`, each [local_batch, seq_len].
+
+    Iterating again continues from the current position; keep one live iterator at a time.
+    """
 
     def __init__(self, config: DataConfig, tokenizer: Tokenizer, global_batch: int, process_index: int = 0, process_count: int = 1):
         if global_batch < 1 or global_batch % process_count:
@@ -130,6 +133,7 @@ class Pipeline:
                     self._counters.update(counts)
 
     def _dataset(self, start: dict[str, Any]) -> tf.data.Dataset:
+        """plan windows (generator) -> tokenize and pack them in parallel, in order -> rows -> global batches -> prefetch."""
         seq_len = self.config.seq_len
         first_window, skip_rows = start["window"], start["row"]
 

@@ -29,6 +29,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """One record per non-blank line; a line that is not JSON becomes a DataError naming it."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -64,6 +64,7 @@ def source_counts(sources: list[LoadedSource]) -> Counter:
 
 
 def _kept(conv: Conversation, config: SourceConfig) -> bool:
+    """Whether the source's method and outcome filters keep this conversation."""
     if config.keep_methods and conv.method not in config.keep_methods:
         return False
     if config.keep_outcome == "any":

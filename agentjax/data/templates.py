@@ -26,6 +26,7 @@ class Encoded:
 
     @property
     def num_supervised(self) -> int:
+        """How many tokens carry loss."""
         return int(self.weights.sum())
 
 
@@ -74,9 +75,11 @@ class Template:
         return generated.removeprefix(self.reply_prefix)
 
     def trained(self, turn: Turn) -> bool:
+        """Whether this turn carries loss: its own flag, or an observation when `train_observations`."""
         return turn.train or (self.train_observations and turn.role == "tool")
 
     def _render(self, conv: Conversation) -> tuple[list[int], list[float], str | None]:
+        """Ids, weights and the last role of `conv`, one segment at a time."""
         turns = conv.turns
         if self.system_prompt and not any(t.role == "system" for t in turns):
             turns = (Turn("system", self.system_prompt),) + turns
@@ -97,6 +100,7 @@ class Template:
         return ids, weights, prev
 
     def _marker_ids(self, text: str) -> list[int]:
+        """Token ids of a marker text, cached (markers repeat in every conversation)."""
         if text not in self._cache:
             self._cache[text] = self.tokenizer.encode(text)
         return self._cache[text]

@@ -80,6 +80,7 @@ def gsm8k_records(data_dir: str | Path, split: str = "test") -> Iterator[dict[st
 
 
 def _to_example(conv: Conversation) -> dict[str, Any]:
+    """A Conversation as a TFDS example (outcome and meta as JSON text, lossless)."""
     return {
         "id": conv.id, "source": conv.source, "task": conv.task, "method": conv.method, "origin": conv.origin,
         "outcome": json.dumps(dataclasses.asdict(conv.outcome)), "meta": json.dumps(conv.meta, sort_keys=True),
@@ -89,6 +90,7 @@ def _to_example(conv: Conversation) -> dict[str, Any]:
 
 
 def _from_example(example: Mapping[str, Any]) -> Conversation:
+    """The Conversation stored in a decoded TFDS example."""
     def text(key: str) -> str:
         return example[key].decode("utf-8")
 
