@@ -185,25 +185,28 @@ def parse_agentflan(record: Any, origin: str) -> Conversation:
 
 def parse_openai(record: Any, origin: str) -> Conversation:
     """OpenAI messages: assistant `tool_calls` are written into the turn as `name[arguments]` lines; `weight` 0/1 selects trained turns."""
-    messages = _field(record, "messages", list, origin)
     roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}
     normalised = []
-    for i, m in enumerate(messages):
-        here = f"messages[{i}]."
-        content = m.get("content") if isinstance(m, dict) else None
+    for i, m in enumerate(_field(record, "messages", list, origin)):
+        here = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise DataError(origin, "bad_type", f"{here}: expected a JSON object, got {type(m).__name__}")
+        content = m.get("content")
         if content is not None and not isinstance(content, str):
-            raise DataError(origin, "bad_type", f"{here}content: expected a string or null, got {content!r:.60}")
+            raise DataError(origin, "bad_type", f"{here}.content: expected a string or null, got {content!r:.60}")
         lines = [content] if content else []
-        for j, call in enumerate(m.get("tool_calls") or [] if isinstance(m, dict) else []):
-            function = _field(call, "function", dict, origin, f"{here}tool_calls[{j}].")
-            name = _field(function, "name", str, origin, f"{here}tool_calls[{j}].function.")
-            arguments = _field(function, "arguments", str, origin, f"{here}tool_calls[{j}].function.")
+        calls = m.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise DataError(origin, "bad_type", f"{here}.tool_calls: expected a list, got {calls!r:.60}")
+        for j, call in enumerate(calls):
+            function = _field(call, "function", dict, origin, f"{here}.tool_calls[{j}].")
+            name = _field(function, "name", str, origin, f"{here}.tool_calls[{j}].function.")
+            arguments = _field(function, "arguments", str, origin, f"{here}.tool_calls[{j}].function.")
             lines.append(f"{name}[{arguments}]")
-        weight = m.get("weight") if isinstance(m, dict) else None
-        if weight not in (None, 0, 1) or isinstance(weight, float):
-            raise DataError(origin, "bad_type", f"{here}weight: expected 0 or 1, got {weight!r:.60}")
-        normalised.append({"role": m.get("role") if isinstance(m, dict) else m, "content": "\n".join(lines),
-                           "loss": None if weight is None else bool(weight)})
+        weight = m.get("weight")
+        if weight not in (None, 0, 1) or isinstance(weight, (bool, float)):
+            raise DataError(origin, "bad_type", f"{here}.weight: expected 0 or 1, got {weight!r:.60}")
+        normalised.append({"role": m.get("role"), "content": "\n".join(lines), "loss": None if weight is None else bool(weight)})
     turns = _message_turns(normalised, origin, "messages", "role", "content", roles)
     return Conversation(turns, method="chat", id=_record_id(record, origin), origin=origin)
 
