@@ -130,15 +130,16 @@ class Decoder:
         self.mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
         self._extend = jax.jit(self._extend_impl, donate_argnums=(1,))
         self._decode = jax.jit(self._decode_impl, donate_argnums=(1,))
+        self._new_state = jax.jit(self._new_state_impl)
 
     def new_state(self) -> tuple[KVCache, jax.Array]:
         """An empty cache and zero logits [B, V], placed as extend and decode return them."""
-        def init(params):
-            cache = nnx.merge(self.graphdef, params).init_cache(self.batch, self.max_len)
-            return cache, jnp.zeros((self.batch, self.cfg.vocab_size), jnp.float32)
-
         with sharding.activate(self.mesh):
-            return jax.jit(init)(self.params)
+            return self._new_state(self.params)
+
+    def _new_state_impl(self, params):
+        cache = nnx.merge(self.graphdef, params).init_cache(self.batch, self.max_len)
+        return cache, jnp.zeros((self.batch, self.cfg.vocab_size), jnp.float32)
 
     def warm_up(self, cache: KVCache, logits: jax.Array) -> tuple[KVCache, jax.Array]:
         """Compile every program an evaluation will use (each extend bucket, the decode loop) before it starts.

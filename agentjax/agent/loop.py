@@ -141,7 +141,7 @@ class AgentLoop:
             ep.ids = ep.ids + generated[:-1]  # the last sampled token was not written to the cache
             ep.generated_tokens += len(generated)
             text = b"".join(self.tokenizer.token_bytes(t) for t in generated).decode("utf-8", errors="replace")
-            replies[r] = (self._cut_at_stop(text), int(reasons[r]))
+            replies[r] = (cut_at_stop(text, self.template.stop_strings), int(reasons[r]))
         return replies, out.cache, out.key
 
     def _act(self, rows, replies, pool, on_done):
@@ -181,17 +181,18 @@ class AgentLoop:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _cut_at_stop(self, text: str) -> str:
-        """The reply before the first stop string (nothing after a stop is kept)."""
-        cuts = [i for s in self.template.stop_strings if (i := text.find(s)) >= 0]
-        return text[: min(cuts)] if cuts else text
-
     def _end(self, rows, r, status, on_done):
         ep = rows[r]
         ep.status = status
         ep.seconds = time.perf_counter() - ep.started
         rows[r] = None
         on_done(ep)
+
+
+def cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> str:
+    """The reply before the first stop string: nothing after a stop is kept."""
+    cuts = [i for s in stop_strings if (i := text.find(s)) >= 0]
+    return text[: min(cuts)] if cuts else text
 
 
 def _timed_action(tools: Mapping[str, Tool], action: str) -> tuple[ToolResult, float]:

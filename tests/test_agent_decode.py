@@ -1,0 +1,177 @@
+"""The decoder: stop strings caught however tokens split them, sampling settings, greedy determinism."""
+
+import itertools
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from agentjax.agent.decode import EOS, MAX_TOKENS, STOP_STRING, Decoder, Sampling, append_and_match, stop_tables
+from agentjax.agent.loop import cut_at_stop
+from agentjax.model import Llama, preset
+from agentjax.perf import CompileCounter
+from data_support import small_tokenizer
+
+STOP = "\nObservation:"
+TEXT = "Action: search[x]" + STOP + " y"
+
+
+class ChunkTokenizer:
+    """A tokenizer over arbitrary byte chunks: token i spells CHUNKS[i] (token 0 spells nothing)."""
+
+    def __init__(self, chunks):
+        self.chunks = [b""] + list(chunks)
+        self.vocab_size = len(self.chunks)
+
+    def token_bytes(self, i):
+        return self.chunks[i]
+
+
+def _splits(text: bytes, rng: random.Random):
+    """Every split into 3 tokens at two cut points, plus random splits into 1-4 byte tokens."""
+    n = len(text)
+    for i, j in itertools.combinations(range(1, n), 2):
+        yield [text[:i], text[i:j], text[j:]]
+    for _ in range(200):
+        cuts, at = [], 0
+        while at < n:
+            step = rng.randint(1, 4)
+            cuts.append(text[at: at + step])
+            at += step
+        yield cuts
+
+
+def test_stop_string_is_caught_wherever_tokens_split_it():
+    """For hundreds of tokenisations, the match fires exactly at the token that completes the stop string."""
+    text = TEXT.encode()
+    splits = list(_splits(text, random.Random(0)))
+    chunks = sorted({c for s in splits for c in s})
+    index = {c: i + 1 for i, c in enumerate(chunks)}
+    tables = stop_tables(ChunkTokenizer(chunks), len(chunks) + 1, (STOP, "never seen"))
+    longest = max(map(len, splits))
+    tokens = np.zeros((len(splits), longest), np.int32)
+    expected = np.zeros(len(splits), np.int32)
+    end = text.index(STOP.encode()) + len(STOP)
+    for row, split in enumerate(splits):
+        tokens[row, : len(split)] = [index[c] for c in split]
+        expected[row] = np.searchsorted(np.cumsum([len(c) for c in split]), end)  # token holding the last stop byte
+    step = jax.jit(append_and_match)
+    window = jnp.zeros((len(splits), tables.window), jnp.uint8)
+    first = np.full(len(splits), -1)
+    for t in range(longest):
+        window, matched = step(window, jnp.asarray(tokens[:, t]), tables)
+        first = np.where((first < 0) & np.asarray(matched), t, first)
+    np.testing.assert_array_equal(first, expected)
+
+
+def test_nothing_after_the_stop_string_is_kept():
+    """The reply is cut at the earliest stop string; text after it is dropped."""
+    assert cut_at_stop("Thought: a\nAction: b[c]\nObservation: d\nThought:", ("\nObservation:",)) == "Thought: a\nAction: b[c]"
+    assert cut_at_stop("x [INST] y <|user|>", ("<|user|>", "[INST]")) == "x "
+    assert cut_at_stop("no stop here", ("\nObservation:",)) == "no stop here"
+
+
+@pytest.fixture(scope="module")
+def tok(shared_data):
+    return small_tokenizer(shared_data)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return Llama(preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(3))
+
+
+def _prompt(tok, decoder, text="Question: who founded the city?\n"):
+    cache, logits = decoder.new_state()
+    ids = [tok.bos_id] + tok.encode(text)
+    cache, logits = decoder.extend(cache, logits, [ids] * decoder.batch, [0] * decoder.batch)
+    return cache, logits, len(ids)
+
+
+_DECODERS = {}
+
+
+def _decoder(tok, model, stops) -> Decoder:
+    """One compiled decoder per stop-string set, shared by the tests."""
+    if stops not in _DECODERS:
+        _DECODERS[stops] = Decoder(model, tok, stops, batch=2, max_len=128, max_new_tokens=40, buckets=(16,))
+    return _DECODERS[stops]
+
+
+def _generate(tok, model, stops, sampling, max_new=40):
+    decoder = _decoder(tok, model, stops)
+    cache, logits, n = _prompt(tok, decoder)
+    out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), sampling, jax.random.key(0), max_new)
+    return jax.device_get((out.tokens, out.count, out.reason))
+
+
+def test_decoder_stops_on_a_stop_string_spanning_several_tokens(tok, model):
+    """A stop string made of the tail of one generated token through the head of a later one ends the row there."""
+    tokens, count, reason = _generate(tok, model, (), [Sampling()] * 2)
+    pieces = [tok.token_bytes(t) for t in tokens[0, : count[0]]]
+    stop = next(text for i in range(len(pieces) - 2) if (text := _valid_text(pieces[i][-1:] + pieces[i + 1] + pieces[i + 2][:1]))
+                and pieces[i + 1] and max(len(pieces[i]), len(pieces[i + 2])) > 1)  # starts or ends inside a token
+    stream = b"".join(pieces)
+    expected = np.searchsorted(np.cumsum([len(p) for p in pieces]), stream.index(stop.encode()) + len(stop.encode()))
+    tokens2, count2, reason2 = _generate(tok, model, (stop,), [Sampling()] * 2)
+    assert count2[0] == expected + 1 and reason2[0] == STOP_STRING
+    np.testing.assert_array_equal(tokens2[0, : count2[0]], tokens[0, : count2[0]])  # same text up to the stop
+
+
+def _valid_text(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def test_greedy_rows_ignore_their_neighbours_settings_and_nothing_recompiles(tok, model):
+    """Rows sample with their own settings (greedy stays greedy beside a hot row); new settings compile nothing."""
+    greedy, _, _ = _generate(tok, model, (), [Sampling()] * 2)
+    decoder = _decoder(tok, model, ())
+    cache, logits, n = _prompt(tok, decoder)
+    out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling(), Sampling(1.0, 50, 0.9)],
+                         jax.random.key(1))
+    cache, logits, n = _prompt(tok, decoder)
+    with CompileCounter() as compiles:
+        again = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool),
+                               [Sampling(0.7, 5, 0.5), Sampling()], jax.random.key(2))
+    assert compiles.count == 0
+    np.testing.assert_array_equal(np.asarray(out.tokens)[0], greedy[0])
+    np.testing.assert_array_equal(np.asarray(again.tokens)[1], greedy[1])
+    assert not np.array_equal(np.asarray(out.tokens)[1], greedy[1])  # the hot row did sample
+
+
+def test_top_k_of_one_and_a_tiny_top_p_are_greedy(tok, model):
+    """Temperature with top_k=1, or with top_p near 0, can only pick the argmax."""
+    greedy, _, _ = _generate(tok, model, (), [Sampling()] * 2)
+    filtered, _, _ = _generate(tok, model, (), [Sampling(2.0, 1, 1.0), Sampling(2.0, 0, 1e-6)])
+    np.testing.assert_array_equal(filtered, greedy)
+
+
+def test_budget_ends_rows(tok, model):
+    """A row stops at its token budget and nothing is generated past it."""
+    tokens, count, reason = _generate(tok, model, (), [Sampling()] * 2, max_new=7)
+    assert list(count) == [7, 7] and set(reason) == {MAX_TOKENS}
+    assert (tokens[:, 7:] == tok.pad_id).all()
+
+
+def test_eos_ends_a_row(tok, model):
+    """When the model emits EOS the row stops at once and reports EOS (EOS here = the model's first greedy token)."""
+    first = int(_generate(tok, model, (), [Sampling()] * 2)[0][0, 0])
+
+    class EosIsFirst:
+        """The test tokenizer, but with EOS set to the token the model will produce first."""
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        eos_id = first
+
+    decoder = Decoder(model, EosIsFirst(), (), batch=2, max_len=128, max_new_tokens=40, buckets=(16,))
+    cache, logits, n = _prompt(tok, decoder)
+    out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
+    assert list(out.count) == [1, 1] and set(np.asarray(out.reason)) == {EOS}
