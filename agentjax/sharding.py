@@ -58,6 +58,7 @@ class MeshConfig:
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    num_devices: int = -1  # use only the first N devices (-1: all), e.g. a 1-device evaluation on a CPU host
 
     def shape(self, n_devices: int) -> tuple[int, int, int]:
         sizes = [self.data, self.fsdp, self.tensor]
@@ -81,6 +82,10 @@ class MeshConfig:
 def make_mesh(cfg: MeshConfig = MeshConfig(), devices=None) -> Mesh:
     """A (data, fsdp, tensor) mesh over all devices (of every host), laid out for fast collectives."""
     devices = jax.devices() if devices is None else devices
+    if cfg.num_devices != -1:
+        if not 1 <= cfg.num_devices <= len(devices):
+            raise ConfigError(f"mesh.num_devices: {cfg.num_devices} is not between 1 and the {len(devices)} devices")
+        devices = devices[: cfg.num_devices]
     shape = cfg.shape(len(devices))
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 

@@ -94,7 +94,8 @@ class AgentLoop:
         rows: list[Episode | None] = [None] * self.decoder.batch
         cache, logits = self.decoder.warm_up(*self.decoder.new_state())
         key = jax.random.key(self.settings.seed)
-        with cf.ThreadPoolExecutor(self.settings.tool_threads) as pool:
+        pool = cf.ThreadPoolExecutor(self.settings.tool_threads)
+        try:
             while True:
                 for r in range(len(rows)):
                     if rows[r] is None and (q := next(queue, None)) is not None:
@@ -106,6 +107,8 @@ class AgentLoop:
                     continue
                 replies, cache, key = self._generate(rows, cache, logits, key)
                 self._act(rows, replies, pool, on_done)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # a tool that timed out must not hold up the end
 
     # -- the three phases of a step ---------------------------------------------------------------
 

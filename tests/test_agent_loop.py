@@ -1,0 +1,189 @@
+"""The episode loop: kept cache == re-prefill, replay == training ids, no recompiles, tool failures, resume."""
+
+import json
+import threading
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from agentjax.agent.config import EvalConfig
+from agentjax.agent.decode import EOS, Decoder
+from agentjax.agent.evaluate import TRANSCRIPTS, evaluate
+from agentjax.agent.loop import AgentLoop, LoopSettings
+from agentjax.agent.methods import EpisodeStart, extract_action
+from agentjax.configlib import from_dict
+from agentjax.data.formats import read_conversations
+from agentjax.data.templates import get_template
+from agentjax.data.tokenizer import train_sentencepiece
+from agentjax.model import Llama, preset
+from agentjax.perf import CompileCounter
+from agentjax.tasks.base import Question
+from agentjax.tasks.world import WorldConfig, WorldTask, build_world
+from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.tools.base import FunctionTool
+from agentjax.tools.finish import Finish
+from data_support import FIREACT, small_tokenizer
+
+SMALL_WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eval_questions_per_kind=6,
+                          train_questions_per_kind=6)
+
+
+@pytest.fixture(scope="module")
+def tok(shared_data):
+    return small_tokenizer(shared_data)
+
+
+@pytest.fixture(scope="module")
+def template(tok):
+    return get_template("react", tok)
+
+
+@pytest.fixture(scope="module")
+def decoder(tok, template):
+    model = Llama(preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(0))
+    return Decoder(model, tok, template.stop_strings, batch=4, max_len=512, max_new_tokens=24, buckets=(16, 64, 256))
+
+
+@pytest.fixture(scope="module")
+def world_questions():
+    world = build_world(SMALL_WORLD)
+    toolkit = WorldToolkit(world, "test")
+    return WorldTask(world).load(split="test"), toolkit
+
+
+def _play(loop, questions):
+    episodes = {}
+    loop.run(questions, lambda ep: episodes.__setitem__(ep.question.id, ep))
+    return episodes
+
+
+class RePrefillLoop(AgentLoop):
+    """The reference: forget the cache before every reply and prefill the whole conversation again."""
+
+    def _sync_caches(self, rows, cache, logits, on_done):
+        for ep in rows:
+            if ep is not None:
+                ep.ids = []
+        return super()._sync_caches(rows, cache, logits, on_done)
+
+
+def test_kept_cache_generates_what_re_prefilling_generates(decoder, template, world_questions):
+    """Multi-turn greedy episodes give the same replies whether the cache is kept or rebuilt every turn."""
+    questions, toolkit = world_questions
+    settings = LoopSettings(max_steps=3)
+    args = (decoder, template, EpisodeStart(), lambda q: toolkit.new_episode(), settings)
+    kept = _play(AgentLoop(*args), questions[:6])
+    rebuilt = _play(RePrefillLoop(*args), questions[:6])
+    assert kept.keys() == rebuilt.keys() and len(kept) == 6
+    for qid, ep in kept.items():
+        assert ep.conversation.turns == rebuilt[qid].conversation.turns
+        assert ep.ids == rebuilt[qid].ids
+        assert ep.steps > 1  # several turns, so the cache really was kept across tool calls
+
+
+class ScriptedLoop(AgentLoop):
+    """Plays recorded replies instead of generating; the cache is extended exactly as for generated ones.
+
+    Before each reply it notes the ids in the row's cache and the logits the cache produced.
+    """
+
+    def __init__(self, *args, replies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.replies, self.seen = replies, {}
+
+    def _generate(self, rows, cache, logits, key):
+        out = {}
+        for r, ep in enumerate(rows):
+            if ep is not None:
+                self.seen.setdefault(ep.question.id, []).append((list(ep.ids), np.asarray(logits[r])))
+                out[r] = (self.replies[ep.question.id][ep.steps], EOS)
+        return out, cache, key
+
+
+def test_replaying_fireact_trajectories_reproduces_the_training_ids(shared_data, decoder, template):
+    """Recorded replies and observations played through the loop put exactly the training renderer's ids in the
+    cache at every step, and the cache's keys/values are those of the ids (its logits equal a full forward)."""
+    convs = [c.replace(id=f"fireact-{i}") for i, c in
+             enumerate(read_conversations(shared_data / FIREACT / "hotpotqa.jsonl", "fireact")) if i < 6]
+    replies = {c.id: [t.content for t in c.turns if t.role == "assistant"] for c in convs}
+    observations = {c.id: [t.content for t in c.turns if t.role == "tool"] for c in convs}
+    questions = [Question(c.id, c.turns[0].content, ("?",)) for c in convs]
+
+    def tools_for(q):
+        recorded = iter(observations[q.id])
+        return {"search": FunctionTool("search", "recorded", lambda _: next(recorded)), "finish": Finish()}
+
+    loop = ScriptedLoop(decoder, template, EpisodeStart(), tools_for, LoopSettings(max_steps=11), replies=replies)
+    episodes = _play(loop, questions)
+    forward = jax.jit(lambda params, ids: nnx.merge(decoder.graphdef, params)(ids))
+    for conv in convs:
+        ep = episodes[conv.id]
+        final_reply = max(i for i, t in enumerate(conv.turns) if t.role == "assistant")
+        played = conv.turns[: final_reply + 1]
+        assert ep.status == "finished"
+        assert [(t.role, t.content) for t in ep.conversation.turns] == [(t.role, t.content) for t in played]
+        training = template.encode(conv.replace(turns=played)).ids.tolist()
+        assert len(loop.seen[conv.id]) == len(replies[conv.id])
+        for ids, logits in loop.seen[conv.id]:
+            assert training[: len(ids)] == ids
+            padded = np.zeros((1, decoder.max_len), np.int32)
+            padded[0, : len(ids)] = ids  # causal: padding after the ids cannot change their logits
+            full = np.asarray(forward(decoder.params, padded))[0, len(ids) - 1]
+            np.testing.assert_allclose(logits, full, atol=1e-4)
+
+
+def test_a_whole_evaluation_compiles_nothing_after_warm_up(decoder, template, world_questions):
+    """After a first batch of episodes, 20 more compile no new program."""
+    questions, toolkit = world_questions
+    loop = AgentLoop(decoder, template, EpisodeStart(), lambda q: toolkit.new_episode(), LoopSettings(max_steps=4))
+    _play(loop, questions[:4])
+    with CompileCounter() as compiles:
+        played = _play(loop, questions[4:24])
+    assert len(played) == 20 and compiles.count == 0
+
+
+def test_a_hanging_tool_times_out_into_an_observation_and_the_episode_goes_on(decoder, template):
+    """A tool that does not answer within the timeout yields a failure observation; the next reply still runs."""
+    release = threading.Event()
+    hanging = FunctionTool("search", "never answers", lambda _: release.wait(10) and "late")
+    question = Question("q", "What is the capital of Nowhere?", ("x",))
+    replies = {"q": ["Thought: search.\nAction: search[Nowhere]", "Thought: give up.\nAction: finish[x]"]}
+    loop = ScriptedLoop(decoder, template, EpisodeStart(), lambda q: {"search": hanging, "finish": Finish()},
+                        LoopSettings(max_steps=5, tool_timeout_s=0.05), replies=replies)
+    try:
+        ep = _play(loop, [question])["q"]
+    finally:
+        release.set()
+    assert ep.status == "finished" and ep.prediction == "x"
+    assert ep.calls[0].status == "tool_error" and "search tool failed" in ep.calls[0].observation
+    assert ep.conversation.turns[2].content == ep.calls[0].observation  # the agent saw the failure
+
+
+def test_actions_are_read_from_react_and_chat_replies():
+    """`Action: x[y]` lines and a trailing chat-style call are both read; plain text has no action."""
+    assert extract_action("Thought: a\nAction: search[Foo Bar]") == "search[Foo Bar]"
+    assert extract_action("I should look it up.\nsearch[Foo]") == "search[Foo]"
+    assert extract_action("The answer is 4.") is None
+
+
+def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_path, world_questions):
+    """Killed mid-write (a torn last line): rerunning completes the set, every question exactly once."""
+    questions, _ = world_questions
+    train_sentencepiece([q.question for q in questions] * 20, 512, tmp_path / "tok.model")
+    cfg = from_dict(EvalConfig, dict(
+        model={"preset": "tiny"}, tokenizer=str(tmp_path / "tok.model"), task="world", split="test", limit=8,
+        world=vars(SMALL_WORLD), max_steps=2, output_dir=str(tmp_path / "eval"), mesh={"num_devices": 1},
+        generation=dict(batch_size=4, max_len=256, max_new_tokens=12, buckets=[16, 64, 256])))
+    evaluate(cfg, progress=False)
+    path = tmp_path / "eval" / TRANSCRIPTS
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    summary = evaluate(cfg, progress=False)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == sorted(q.id for q in questions[:8]) and len(set(ids)) == 8
+    assert [json.loads(line) for line in lines[:3]] == records[:3]  # finished episodes were not redone
+    assert summary["n"] == 8 and summary["episodes_this_run"] == 5
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n"] == 8
