@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("agentjax.data.cli", "inspect rendered training examples (trained spans marked) and count a data config's epoch"),
     "train": ("agentjax.train.cli", "fine-tune a model on trajectories (resumes the run in its output_dir)"),
     "eval": ("agentjax.agent.cli", "evaluate an agent on a task with real tool calls (resumable)"),
+    "quickstart": ("agentjax.quickstart", "train and evaluate a small agent on a generated tool-use world, on CPU"),
+    "experiment": ("agentjax.experiment", "the papers' comparisons on the generated world (FireAct, NAT, AgentTuning)"),
     "demo": ("agentjax.model.demo", "build a small Llama and show it runs (forward, cache, sharding)"),
     "score": ("agentjax.tasks.cli", "re-score a FireAct-style results file (EM/F1 or accuracy) with agentjax's scorer"),
 }

@@ -35,10 +35,10 @@ TRANSCRIPTS, SUMMARY = "transcripts.jsonl", "summary.json"
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
     """The model to evaluate (LoRA merged for speed) and its tokenizer."""
     if cfg.run is not None:
-        from agentjax.train.trainer import load_trained_model
+        from agentjax.train.run_dir import load_trained_model
 
         return load_trained_model(cfg.run, mesh)
-    from agentjax.train.trainer import build_model, resolve_model_config
+    from agentjax.train.build import build_model, resolve_model_config
     from agentjax.train.config import RunConfig
 
     tokenizer = load_tokenizer(cfg.tokenizer)

@@ -1,0 +1,159 @@
+"""`agentjax experiment NAME`: the papers' comparisons, small, on the generated world (CPU, ~30 minutes for all).
+
+Every variant trains the quickstart's model for the same number of steps on a different data recipe,
+then plays the same held-out questions with the same tool loop:
+  prompting   untrained model with two teacher trajectories as a few-shot prompt, vs fine-tuned (FireAct)
+  methods     ReAct trajectories only, vs ReAct + CoT + Reflexion mixed (FireAct's multi-method)
+  nat         successes only, vs successes + failures as plain data, vs failures labeled by outcome (NAT)
+  mixing      agent data only, vs agent data mixed with general chat (AgentTuning), plus held-out chat loss
+Writes experiments/<NAME>/results.json and results.png; variants shared by several experiments run once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentjax.configlib import load, to_dict
+from agentjax.data.atomic import atomic_write
+from agentjax.quickstart import QuickstartConfig, eval_config, run_config, valid_share, write_trajectories
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A data recipe: teacher methods with sampling weights, and NAT conditioning or not."""
+
+    label: str
+    methods: dict[str, float] = field(default_factory=dict)  # method -> weight; empty: not fine-tuned
+    conditioning: bool = False  # label each trajectory with its outcome; ask for success at inference
+    few_shot: bool = False  # system prompt of two teacher trajectories (for the untrained model)
+
+
+NAT_CONDITIONING = {"mode": "binary", "placement": "prefix"}
+VARIANTS = {
+    "untrained-few-shot": Variant("untrained, 2-shot prompt", few_shot=True),
+    "react": Variant("ReAct successes only", {"react": 1.0}),
+    "multimethod": Variant("ReAct + CoT + Reflexion", {"react": 1.0, "cot": 1.0, "reflexion": 1.0}),
+    "with-failures": Variant("successes + failures, unlabeled", {"react": 1.0, "noisy": 1.0}),
+    "nat": Variant("successes + failures, outcome-labeled (NAT)", {"react": 1.0, "noisy": 1.0}, conditioning=True),
+    "general-mix": Variant("ReAct + general chat (eta 0.5)", {"react": 0.5, "general": 0.5}),
+}
+EXPERIMENTS = {
+    "prompting": ["untrained-few-shot", "react"],
+    "methods": ["react", "multimethod"],
+    "nat": ["react", "with-failures", "nat"],
+    "mixing": ["react", "general-mix"],
+}
+
+
+def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bool) -> dict:
+    """Train (unless untrained) and evaluate one variant; results are cached in out/variants/<name>/result.json."""
+    from agentjax.agent.evaluate import evaluate
+    from agentjax.train.metrics import read_metrics
+    from agentjax.train.trainer import train
+
+    variant, where = VARIANTS[name], out / "variants" / name
+    done = where / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    conditioning = NAT_CONDITIONING if variant.conditioning else None
+    if variant.methods:
+        sources = [{"path": str(write_trajectories(world, m, "train", out)), "format": "agentjax", "weight": w}
+                   for m, w in variant.methods.items()]
+        held_out = [{"path": str(write_trajectories(world, "general", "dev", out)), "format": "agentjax"}]
+        train(run_config(cfg, sources, where / "train", conditioning, held_out))
+        evaluation = eval_config(cfg, where / "eval", run=where / "train",
+                                 **({"conditioning": conditioning} if conditioning else {}))
+        held_out_loss = read_metrics(where / "train")[-1].get("held_out_loss")
+    else:
+        tokenizer = out / "variants" / "react" / "train" / "tokenizer.model"
+        if not tokenizer.exists():
+            run_variant("react", cfg, world, out, progress)
+        evaluation = eval_config(cfg, where / "eval", tokenizer=tokenizer, system_prompt=few_shot_prompt(world))
+        held_out_loss = None
+    summary = evaluate(evaluation, progress)
+    result = dict(variant=name, label=variant.label, em=summary["em"], f1=summary["f1"],
+                  per_kind={k: v["em"] for k, v in summary["per_kind"].items()},
+                  valid_tool_calls=valid_share(summary), steps_per_episode=summary["mean_steps"],
+                  held_out_chat_loss=held_out_loss, minutes=(time.perf_counter() - t0) / 60)
+    with atomic_write(done) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def few_shot_prompt(world) -> str:
+    """Two teacher ReAct trajectories on training questions, as plain text examples."""
+    from agentjax.tasks.teacher import generate_trajectories
+
+    examples = generate_trajectories(world, "train", ["react"], limit=2)
+    blocks = []
+    for conv in examples:
+        lines = []
+        for turn in conv.turns:
+            lines.append(f"Observation: {turn.content}" if turn.role == "tool" else turn.content)
+        blocks.append("\n".join(lines))
+    return "Solve the question with the tools, as in these examples.\n\n" + "\n\n".join(blocks)
+
+
+def run_experiment(name: str, cfg: QuickstartConfig, out: Path, progress: bool = True) -> list[dict]:
+    from agentjax.tasks.world import build_world
+
+    world = build_world(cfg.world)
+    names = sorted({v for e in EXPERIMENTS.values() for v in e}, key=list(VARIANTS).index) if name == "all" \
+        else EXPERIMENTS[name]
+    results = [run_variant(v, cfg, world, out, progress) for v in names]
+    target = out / name
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target / "results.json") as f:
+        f.write(json.dumps({"experiment": name, "results": results, "config": to_dict(cfg)}, indent=2) + "\n")
+    plot(results, target / "results.png", name)
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    rows = [f"{'variant':<46}{'EM':>7}{'F1':>7}{'valid calls':>13}{'steps':>7}{'chat loss':>11}{'min':>6}", "-" * 97]
+    for r in results:
+        loss = f"{r['held_out_chat_loss']:.3f}" if r["held_out_chat_loss"] is not None else "-"
+        rows.append(f"{r['label']:<46}{r['em']:>7.1f}{r['f1']:>7.1f}{r['valid_tool_calls']:>12.0f}%"
+                    f"{r['steps_per_episode']:>7.2f}{loss:>11}{r['minutes']:>6.1f}")
+    return "\n".join(rows)
+
+
+def plot(results: list[dict], path: Path, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for r in results for k in r["per_kind"]})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(kinds) + 2), 4))
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        xs = [j + i * width for j in range(len(kinds) + 1)]
+        ax.bar(xs, [r["per_kind"].get(k, 0.0) for k in kinds] + [r["em"]], width, label=r["label"])
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(kinds) + 1)], kinds + ["all"])
+    ax.set(ylabel="exact match (%)", title=f"experiment '{name}': held-out world questions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=[*EXPERIMENTS, "all"])
+    parser.add_argument("--out", default="runs/experiments", help="output directory (variants are reused)")
+    parser.add_argument("--config", default=None, help="YAML QuickstartConfig (model, steps, questions)")
+    parser.add_argument("overrides", nargs="*", help="key=value changes to the quickstart config")
+
+
+def run(args) -> int:
+    cfg = load(QuickstartConfig, args.config, args.overrides)
+    results = run_experiment(args.name, cfg, Path(args.out))
+    print(format_table(results))
+    print(f"wrote {args.out}/{args.name}/results.json and results.png")
+    return 0
