@@ -1,9 +1,17 @@
-"""Typed dataclass configs from YAML files and `key=value` overrides, with errors that say what to fix."""
+"""Typed dataclass configs from YAML files and `key=value` overrides, with errors that say what to fix.
+
+A YAML file may start from others with `include: [a.yaml, ../mesh/v4-8.yaml]` (paths relative to
+the file): the included mappings are merged in order, then the file's own keys on top (mappings
+merge key by key; lists and scalars replace). String values may name environment variables as
+`${NAME}` or `${NAME:-default}`; they are expanded after the command-line overrides are applied.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -138,22 +146,75 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+INCLUDE_KEY = "include"
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def merge(base: dict, top: dict) -> dict:
+    """`top` over `base`: nested mappings merge key by key; any other value in `top` replaces."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict:
+    """The mapping in a YAML file, with the files its `include:` names merged underneath it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in _including:
+        chain = " -> ".join(str(p) for p in (*_including, path.resolve()))
+        raise ConfigError(f"{path}: includes itself ({chain})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    includes = data.pop(INCLUDE_KEY, [])
+    includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: {INCLUDE_KEY}: expected a file name or a list of them, got {includes!r}")
+    merged: dict = {}
+    for name in includes:
+        merged = merge(merged, read_yaml(path.parent / name, (*_including, path.resolve())))
+    return merge(merged, data)
+
+
+def expand_env(value: Any, where: str = "") -> Any:
+    """`value` with `${NAME}` / `${NAME:-default}` in every string replaced from the environment.
+
+    As in the shell, the default applies when NAME is unset or empty; without a default that is an
+    error naming the key, so a missing path never turns into a silently wrong one.
+    """
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if os.environ.get(name):
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: {m.group(0)} is not set; export {name}=... or override {where}=...")
+
+    return _ENV_VAR.sub(lookup, value)
+
+
 def load(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
-    """Load config `cls` from a YAML file (or defaults when `path` is None) plus overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    """Load config `cls` from a YAML file (its includes merged; defaults when `path` is None), then
+    apply `key=value` overrides and expand `${VARS}`."""
+    data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides))
     try:
-        return from_dict(cls, data)
+        return from_dict(cls, expand_env(data))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from agentjax.configlib import ConfigError, apply_overrides, from_dict
+from agentjax.configlib import ConfigError, apply_overrides, expand_env, from_dict, read_yaml
 from agentjax.data.atomic import atomic_write
 from agentjax.data.config import DataConfig
 from agentjax.data.formats import read_conversations
@@ -55,18 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_data_config(path: str, overrides: list[str]) -> DataConfig:
-    """A DataConfig from a YAML file (the whole file, or its `data:` section) plus `key=value` overrides."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    """A DataConfig from a YAML file (the whole file, or its `data:` section; includes merged) plus `key=value` overrides."""
+    data = read_yaml(path)
     section = data["data"] if isinstance(data.get("data"), dict) else data
     try:
-        return from_dict(DataConfig, apply_overrides(section, overrides))
+        return from_dict(DataConfig, expand_env(apply_overrides(section, overrides)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
