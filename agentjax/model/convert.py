@@ -216,10 +216,11 @@ def _build(source: HFCheckpoint, m: TensorMap, shape, dtype, target, n_layers: i
 # -- agentjax -> HF ---------------------------------------------------------------------------
 
 
-def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None) -> None:
-    """Write an HF Llama directory (sharded safetensors + index + config.json) from an agentjax model."""
+def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None, extra_files=()) -> None:
+    """Write an HF Llama directory (sharded safetensors + index + config.json) from an agentjax model
+    (with `extra_files` copied beside it, e.g. its tokenizer) or model directory (with its tokenizer files)."""
     if isinstance(model_or_dir, Llama):
-        model, extra = model_or_dir, []
+        model, extra = model_or_dir, [Path(f) for f in extra_files]
     else:
         src = Path(model_or_dir)
         model = checkpoint.load_checkpoint(src)

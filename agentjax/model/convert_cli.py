@@ -1,13 +1,17 @@
-"""`agentjax convert hf-to-agentjax HF_DIR OUT_DIR` and `agentjax convert agentjax-to-hf CKPT_DIR HF_DIR`."""
+"""`agentjax convert hf-to-agentjax HF_DIR OUT_DIR` and `agentjax convert agentjax-to-hf SRC HF_DIR`.
+
+SRC is an agentjax model directory or a training run directory (its latest checkpoint, LoRA merged).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("direction", choices=["hf-to-agentjax", "agentjax-to-hf"])
-    parser.add_argument("src", help="source directory")
+    parser.add_argument("src", help="source directory: HF model; agentjax model or training run (agentjax-to-hf)")
     parser.add_argument("dst", help="output directory (must not exist; written atomically)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="parameter dtype of the output (default: the source's)")
@@ -15,10 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from agentjax.model import convert
+    from agentjax.train.run_dir import is_run_dir
 
     if args.direction == "hf-to-agentjax":
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")
+    elif is_run_dir(args.src):
+        from agentjax.train import load_trained_model
+        from agentjax.train.build import TOKENIZER_FILE
+
+        model, _ = load_trained_model(args.src)
+        convert.agentjax_to_hf(model, args.dst, dtype=args.dtype, extra_files=[Path(args.src) / TOKENIZER_FILE])
+        print(f"wrote {args.dst} from the training run {args.src} (Hugging Face LlamaForCausalLM, safetensors)")
     else:
         convert.agentjax_to_hf(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst} (Hugging Face LlamaForCausalLM, safetensors)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,12 +17,14 @@ def run(args) -> int:
     from agentjax.train.config import RunConfig
     from agentjax.train.trainer import TrainingDiverged, train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # force: importing TensorFlow/orbax may already have configured the root logger
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("agentjax").setLevel(logging.INFO)
     cfg = load(RunConfig, args.config, args.overrides)
     try:
         result = train(cfg)
     except TrainingDiverged as e:
-        print(f"agentjax train: {e}")
+        print(f"agentjax train: {e}", file=sys.stderr)
         return 3
     state = "preempted (rerun to resume)" if result.preempted else "done"
     print(f"{state}: step {result.final_step}, last loss {result.last_loss}, run in {result.run_dir}")

@@ -100,4 +100,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoRAConfig | None = None
     output_dir: str = "runs/train"
-    seed: int = 0
+    seed: int = 0  # random init of a preset model and of LoRA adapters, dropout
+
+    def validate(self):
+        if self.train.eval_every and self.eval_data is None:
+            raise ConfigError("train.eval_every is set but eval_data is missing; add eval_data sources or set eval_every: 0")

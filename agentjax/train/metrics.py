@@ -6,12 +6,29 @@ has exactly the log an uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
+import jax
 from tqdm import tqdm
 
+from agentjax import perf
 from agentjax.data.atomic import atomic_write
+
+
+@functools.cache
+def peak_flops() -> float:
+    """Peak FLOP/s of the whole job, the denominator of MFU (numerator: perf.train_flops_per_token x tokens/s).
+
+    Accelerators: the published chip peak x devices. CPU: the measured float32 matmul peak of one host x
+    hosts; fake CPU devices (--xla_force_host_platform_device_count) share their host's cores, so they
+    do not multiply it. Measured once per process (about a second).
+    """
+    chip = perf.device_peak_flops()
+    if chip is not None:
+        return chip * jax.device_count()
+    return perf.measured_matmul_peak() * jax.process_count()
 
 
 class MetricsLog:

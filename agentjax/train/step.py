@@ -7,23 +7,16 @@ rows with few supervised tokens weigh exactly as many tokens as they have (never
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from agentjax.train.state import TrainState
+
 BATCH_FIELDS = ("inputs", "targets", "positions", "segment_ids", "weights")
-
-
-class TrainState(NamedTuple):
-    """Everything that changes during training (frozen weights live outside, e.g. the base under LoRA)."""
-
-    step: jax.Array  # int32 scalar
-    params: Any  # trainable parameters, a pure dict
-    opt_state: Any
-    rng: jax.Array  # raw uint32 key data, for dropout
 
 
 def token_loss_sums(model, batch: dict, z_loss: float, dropout_key) -> tuple[jax.Array, dict]:
@@ -76,7 +69,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, micro_bat
             "loss": parts["nll_sum"] / jnp.maximum(tokens, 1.0),
             "z_loss": parts["z_sum"] / jnp.maximum(tokens, 1.0),
             "supervised_tokens": tokens,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 

@@ -1,0 +1,86 @@
+"""A run's tokenizer and model from its config: shared by training and by loading a trained run back.
+
+The same functions rebuild the same model: a preset is randomly initialised from the run's seed (the
+values do not depend on the mesh), a converted checkpoint is read from `model.checkpoint`, and LoRA
+adapters are added on top. Only the trainable part is then taken from the run's checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from agentjax import sharding
+from agentjax.configlib import ConfigError
+from agentjax.data.atomic import atomic_write
+from agentjax.data.errors import BadInputPolicy
+from agentjax.data.formats import read_conversations
+from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from agentjax.model.checkpoint import abstract_model, restore_params
+from agentjax.model.llama import Llama, LlamaConfig
+from agentjax.model.lora import LoRAParam, add_lora
+from agentjax.train.config import RunConfig
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def prepare_tokenizer(cfg: RunConfig, run_dir: Path) -> Tokenizer:
+    """The run's tokenizer, kept in the run directory: a copy of the configured file, or one trained on the data."""
+    saved = run_dir / TOKENIZER_FILE
+    if not saved.exists():
+        if jax.process_index() == 0:
+            if cfg.tokenizer.path:
+                with atomic_write(saved, "wb") as f:  # a kill mid-copy must not leave half a tokenizer
+                    f.write(Path(cfg.tokenizer.path).read_bytes())
+            else:
+                train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved)
+        multihost_utils.sync_global_devices("agentjax tokenizer ready")
+    return load_tokenizer(saved)
+
+
+def corpus_texts(cfg: RunConfig):
+    """Every turn's text in the training sources (to train a tokenizer on)."""
+    policy = BadInputPolicy(cfg.data.bad_input)
+    for source in cfg.data.sources:
+        for path in source.paths:
+            for conv in read_conversations(path, source.format, bad_input=policy):
+                yield from (t.content for t in conv.turns)
+
+
+def resolve_model_config(cfg: RunConfig, tokenizer: Tokenizer) -> LlamaConfig:
+    """The model config; a randomly initialised model takes the tokenizer's vocabulary size."""
+    model_cfg = cfg.model.resolve()
+    if cfg.model.preset and "vocab_size" not in cfg.model.overrides:
+        model_cfg = model_cfg.replace(vocab_size=tokenizer.vocab_size)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model_cfg.vocab_size}")
+    return model_cfg
+
+
+def trainable_filter(cfg: RunConfig):
+    """What the optimizer trains: the adapters under LoRA, every parameter otherwise."""
+    return LoRAParam if cfg.lora is not None else nnx.Param
+
+
+def build_model(cfg: RunConfig, mesh, model_cfg: LlamaConfig, *, shapes_only: bool = False) -> Llama:
+    """The model on its shardings: random init from a preset, or a converted checkpoint; LoRA added if asked.
+
+    `shapes_only` (full fine-tuning whose every weight comes from a run checkpoint) allocates nothing.
+    """
+    if shapes_only:
+        if cfg.lora is not None:
+            raise ValueError("a LoRA model needs its frozen base weights; shapes_only is for full fine-tuning")
+        return abstract_model(model_cfg)
+    if cfg.model.checkpoint:
+        model = abstract_model(model_cfg)
+        restore_params(Path(cfg.model.checkpoint) / "params", model, mesh)
+    else:
+        model = sharding.create_sharded(lambda: Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed)), mesh)
+    if cfg.lora is not None:
+        add_lora(model, cfg.lora, seed=cfg.seed)
+        adapters = nnx.state(model, LoRAParam)
+        nnx.update(model, jax.device_put(adapters, sharding.state_shardings(adapters, mesh)))
+    return model

@@ -1,0 +1,43 @@
+"""Up-front checks of a run against the machine and the files, before anything slow, with messages that say what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+
+from agentjax.configlib import ConfigError
+from agentjax.train.config import RunConfig
+
+
+def validate_run(cfg: RunConfig, mesh) -> None:
+    """Files exist, every device gets whole rows of every micro-batch, rows fit the model."""
+    check_files(cfg)
+    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.train.global_batch % (batch_ways * cfg.train.micro_batches):
+        raise ConfigError(
+            f"train.global_batch ({cfg.train.global_batch}) must be divisible by mesh data*fsdp ({batch_ways}) "
+            f"x train.micro_batches ({cfg.train.micro_batches}) so that every device gets whole rows")
+    if cfg.train.global_batch % jax.process_count():
+        raise ConfigError(f"train.global_batch ({cfg.train.global_batch}) must be divisible by the "
+                          f"{jax.process_count()} processes")
+    max_len = cfg.model.resolve().max_seq_len
+    for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
+        if data is not None and data.seq_len > max_len:
+            raise ConfigError(f"{section}.seq_len ({data.seq_len}) exceeds the model's max_seq_len ({max_len}); "
+                              "lower it or set model.overrides.max_seq_len")
+
+
+def check_files(cfg: RunConfig) -> None:
+    """The tokenizer file and every data file named by the config exist (globs must match something)."""
+    if cfg.tokenizer.path and not Path(cfg.tokenizer.path).is_file():
+        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} does not exist")
+    for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
+        for i, source in enumerate(data.sources if data is not None else ()):
+            try:
+                paths = source.paths
+            except ConfigError as e:  # "path: 'x*' matches no file"
+                raise ConfigError(f"{section}.sources[{i}].{e}") from None
+            for path in paths:
+                if not path.is_file():
+                    raise ConfigError(f"{section}.sources[{i}].path: {path} does not exist")
