@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Copy a run directory (checkpoints, metrics, evaluation transcripts) from worker 0 to this machine.
+#   TPU_NAME=agentjax-v4 launch/fetch.sh [--dry-run] runs/fireact/llama2-7b-lora-hotpotqa [LOCAL_DIR]
+# The path is relative to the checkout on the worker (~/$REMOTE_DIR), or absolute (e.g. under /mnt/agentjax).
+# On a multi-host slice, worker 0 sees every host's checkpoint shards only when the run wrote to shared
+# storage (setup.sh BUCKET=...); then `gcloud storage cp -r gs://...` from the bucket works as well.
+source "$(dirname "$0")/common.sh"
+require_gcloud
+
+paths=()
+for arg in "$@"; do
+  if [[ "$arg" != "--dry-run" ]]; then paths+=("$arg"); fi
+done
+if [[ ${#paths[@]} -lt 1 ]]; then
+  echo "usage: TPU_NAME=... launch/fetch.sh [--dry-run] REMOTE_RUN_DIR [LOCAL_DIR]" >&2
+  exit 2
+fi
+remote="${paths[0]}"
+if [[ "$remote" != /* ]]; then remote="$REMOTE_DIR/$remote"; fi
+local_dir="${paths[1]:-$(dirname "${paths[0]}")}"
+run mkdir -p "$local_dir"
+run gcloud compute tpus tpu-vm scp --recurse "$TPU_NAME:$remote" "$local_dir" "${TPU_FLAGS[@]}" --worker=0
