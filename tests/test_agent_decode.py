@@ -175,3 +175,16 @@ def test_eos_ends_a_row(tok, model):
     cache, logits, n = _prompt(tok, decoder)
     out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
     assert list(out.count) == [1, 1] and set(np.asarray(out.reason)) == {EOS}
+
+
+def test_warm_up_compiles_every_program_a_loop_calls(tok, model):
+    """After warm_up, extends of each bucket and decodes chained on the key a decode returned compile nothing."""
+    decoder = Decoder(model, tok, (), batch=2, max_len=128, max_new_tokens=8, buckets=(16, 64))
+    cache, logits = decoder.warm_up(*decoder.new_state())
+    key = jax.random.key(0)
+    with CompileCounter() as compiles:
+        cache, logits = decoder.extend(cache, logits, [[5] * 40, [6] * 3], [0, 0])
+        for _ in range(2):  # the first reply gets a fresh key, the next ones the key the previous decode returned
+            out = decoder.decode(cache, logits, np.array([40, 3]), np.ones(2, bool), [Sampling()] * 2, key)
+            cache, key = out.cache, out.key
+    assert compiles.count == 0

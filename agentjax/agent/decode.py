@@ -198,12 +198,16 @@ class Decoder:
         temperature = np.array([s.temperature for s in sampling], np.float32)
         top_k = np.array([s.top_k for s in sampling], np.int32)
         top_p = np.array([s.top_p for s in sampling], np.float32)
+        # The key enters as host data: a fresh key and the device-placed one a decode returned then look alike
+        # to jit, so the second reply of an evaluation does not compile the loop again after warm_up.
+        key_data = np.asarray(jax.random.key_data(key))
         with sharding.activate(self.mesh):
             return self._decode(self.params, cache, logits, np.asarray(lengths, np.int32), np.asarray(active, bool),
-                                temperature, top_k, top_p, key, np.int32(max_new or self.max_new))
+                                temperature, top_k, top_p, key_data, np.int32(max_new or self.max_new))
 
-    def _decode_impl(self, params, cache, logits, lengths, active, temperature, top_k, top_p, key, max_new):
+    def _decode_impl(self, params, cache, logits, lengths, active, temperature, top_k, top_p, key_data, max_new):
         model = nnx.merge(self.graphdef, params)
+        key = jax.random.wrap_key_data(key_data)
         b, tables = self.batch, self.tables
         state = dict(
             i=jnp.int32(0), cache=cache, logits=logits, active=active, key=key,
