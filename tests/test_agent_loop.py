@@ -1,6 +1,7 @@
 """The episode loop: kept cache == re-prefill, replay == training ids, no recompiles, tool failures, resume."""
 
 import json
+from dataclasses import replace
 import threading
 
 import jax
@@ -13,7 +14,7 @@ from agentjax.agent.decode import EOS, Decoder
 from agentjax.agent.evaluate import TRANSCRIPTS, evaluate
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart, extract_action
-from agentjax.configlib import from_dict
+from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import train_sentencepiece
@@ -187,3 +188,5 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_pa
     assert [json.loads(line) for line in lines[:3]] == records[:3]  # finished episodes were not redone
     assert summary["n"] == 8 and summary["episodes_this_run"] == 5
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n"] == 8
+    with pytest.raises(ConfigError, match="max_steps"):  # another setting must not resume these transcripts
+        evaluate(replace(cfg, max_steps=3), progress=False)

@@ -22,6 +22,7 @@ from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import Decoder, Sampling
 from agentjax.agent.loop import AgentLoop, Episode, LoopSettings
 from agentjax.agent.methods import EpisodeStart
+from agentjax.configlib import ConfigError, to_dict
 from agentjax.data.atomic import atomic_write
 from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import load_tokenizer
@@ -29,7 +30,7 @@ from agentjax.perf import CompileCounter
 from agentjax.tasks.base import Question, Task
 from agentjax.tools.base import Tool
 
-TRANSCRIPTS, SUMMARY = "transcripts.jsonl", "summary.json"
+TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval_config.json"
 
 
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
@@ -69,6 +70,26 @@ def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Que
     return task, task.load(cfg.task_path, cfg.split, cfg.limit), tools_for
 
 
+# Settings that may change between an interrupted evaluation and its resumption (they do not change answers).
+RESUMABLE_CHANGES = ("limit", "output_dir", "mesh", "tool_timeout_s")
+
+
+def check_same_evaluation(cfg: EvalConfig, out: Path) -> None:
+    """Refuse to resume in a directory whose transcripts come from another model, task or setting."""
+    path = out / CONFIG_RECORD
+    current = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE_CHANGES}
+    current["generation"].pop("batch_size")
+    if not path.exists():
+        with atomic_write(path) as f:
+            f.write(json.dumps(current, indent=2) + "\n")
+        return
+    stored = json.loads(path.read_text())
+    changed = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
+    if changed:
+        raise ConfigError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ); "
+                          "its transcripts would be mixed with this one's: choose another output_dir")
+
+
 def read_transcripts(path: Path) -> list[dict]:
     """Finished episodes already written; a torn last line (the process was killed mid-write) is dropped."""
     if not path.exists():
@@ -105,11 +126,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_same_evaluation(cfg, out)
     mesh = sharding.make_mesh(cfg.mesh)
     task, questions, tools_for = task_and_tools(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, mesh)
     template = get_template(cfg.template, tokenizer, **cfg.template_options)
-    records = read_transcripts(out / TRANSCRIPTS)
+    wanted = {q.id for q in questions}
+    records = [r for r in read_transcripts(out / TRANSCRIPTS) if r["id"] in wanted]
     done = {r["id"] for r in records}
     todo = [q for q in questions if q.id not in done]
     g = cfg.generation
