@@ -32,6 +32,6 @@ def test_reduced_quickstart_fine_tunes_an_agent_that_beats_the_untrained_one(tmp
     assert summary["em_after"] >= 10.0 and summary["em_after"] > summary["em_before"]
     assert summary["eval_questions"] == FAST["eval_questions"]
     for name in ("summary.json", "quickstart.png", "eval-before/transcripts.jsonl", "eval-after/transcripts.jsonl",
-                 "train/metrics.jsonl", "data/train.jsonl"):
+                 "train/metrics.jsonl", "data/train-react.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert json.loads((tmp_path / "summary.json").read_text())["em_after"] == summary["em_after"]
