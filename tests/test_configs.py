@@ -264,7 +264,7 @@ def test_eval_config_matches_its_recipe_and_builds_its_task_and_tools(name, run_
 
     recipe = paired_recipe(expand_env(read_yaml(CONFIGS / name)["run"]))
     train_cfg, _, _ = run_recipe(recipe)  # the 2-step run provides a real run directory to validate against
-    cfg = load(EvalConfig, CONFIGS / name, [f"tools.http.cache_dir={user_tree / 'tool-cache'}"])
+    cfg = load(EvalConfig, CONFIGS / name, [f"tools.http.cache_dir={user_tree / 'tool-cache'}"]).with_run_defaults()
     assert cfg.run == train_cfg.output_dir
     assert cfg.template == train_cfg.data.template
     assert {k: v for k, v in cfg.template_options.items() if k != "train_observations"} == \

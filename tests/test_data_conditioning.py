@@ -7,10 +7,11 @@ from data_support import FIREACT, small_tokenizer
 
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.conditioning import condition_for_inference, condition_on_outcome, outcome_label, question_turn_index
-from agentjax.data.config import ConditioningConfig
+from agentjax.data.config import ConditioningConfig, SourceConfig
 from agentjax.data.conversation import Outcome
 from agentjax.data.errors import DataError
 from agentjax.data.formats import read_conversations
+from agentjax.data.sources import load_source
 from agentjax.data.templates import TEMPLATES, get_template
 
 BINARY = ConditioningConfig(mode="binary")
@@ -37,10 +38,11 @@ def test_binary_labels_only_the_question_turn(nat):
 
 
 @pytest.mark.parametrize("outcome, level", [
-    (Outcome(f1=1.0), 0), (Outcome(f1=0.6, success=False), 1), (Outcome(f1=0.2), 2), (Outcome(f1=0.0), 3),
+    (Outcome(f1=1.0), 0), (Outcome(f1=0.6, success=False), 1), (Outcome(f1=0.45), 1), (Outcome(f1=0.2), 2),
+    (Outcome(f1=0.0), 3),
     (Outcome(success=True), 0), (Outcome(success=False), 3), (Outcome(), None)])
 def test_graded_levels_follow_f1_then_success(outcome, level):
-    """Four levels by F1 (>= 1, >= 0.5, > 0, 0); success/failure stand in when F1 is unknown; else no label."""
+    """Four levels by F1 (>= 1, >= 0.4 as in NAT, > 0, 0); success/failure stand in when F1 is unknown; else none."""
     assert outcome_label(outcome, GRADED) == (None if level is None else GRADED.levels[level])
 
 
@@ -73,3 +75,15 @@ def test_config_checks_levels_and_labels():
         from_dict(ConditioningConfig, {"f1_thresholds": [0.5, 1.0]})
     with pytest.raises(ConfigError, match="must differ"):
         from_dict(ConditioningConfig, {"positive": "x", "negative": "x"})
+
+
+def test_a_source_can_declare_the_outcome_of_all_its_records(shared_data):
+    """`outcome: failure` on a source (a file of negatives) labels every record a failure, whatever it says."""
+    template = get_template("react", small_tokenizer(shared_data))
+    path = str(shared_data / "fireact/finetune/gpt_format/hotpotqa.jsonl")
+    declared = load_source(from_dict(SourceConfig, {"path": path, "format": "fireact", "outcome": "failure",
+                                                    "limit": 20}), template, BINARY)
+    as_read = load_source(from_dict(SourceConfig, {"path": path, "format": "fireact", "limit": 20}), template, BINARY)
+    assert any(c.outcome.success for c in as_read.conversations)
+    assert all(c.outcome.success is False for c in declared.conversations)
+    assert all(c.turns[0].content.startswith(BINARY.negative) for c in declared.conversations)

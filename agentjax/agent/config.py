@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +34,8 @@ class EvalConfig:
     run: str | None = None  # a training run directory: its latest checkpoint and tokenizer
     model: ModelSection | None = None  # or a model directory / preset (with `tokenizer`)
     tokenizer: str | None = None
-    template: str = "react"
-    template_options: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None  # default: the run's data.template (react for a model without a run)
+    template_options: dict[str, Any] | None = None  # default: the run's data.template_options
     task: str = "hotpotqa"
     task_path: str = ""  # the task's data folder or file (unused by the generated world)
     split: str = "dev"
@@ -48,7 +48,7 @@ class EvalConfig:
     system_prompt: str = ""
     system_prompt_file: str | None = None  # e.g. few-shot examples for a prompted (not fine-tuned) model
     reply_without_action: Literal["invalid", "answer"] = "invalid"
-    conditioning: ConditioningConfig | None = None  # NAT models: condition on the positive outcome
+    conditioning: ConditioningConfig | None = None  # NAT: ask for the positive outcome (default: the run's)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tool_timeout_s: float = 60.0
     mesh: MeshConfig = field(default_factory=MeshConfig)
@@ -66,3 +66,19 @@ class EvalConfig:
             raise ConfigError("set system_prompt or system_prompt_file, not both")
         if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
             raise ConfigError(f"system_prompt_file: {self.system_prompt_file} does not exist")
+
+    def with_run_defaults(self) -> "EvalConfig":
+        """This config with the template and NAT conditioning the model was trained with, where not set."""
+        data = None
+        if self.run is not None:
+            from agentjax.train.run_dir import read_run_config
+
+            data = read_run_config(self.run).data
+        trained_conditioning = data.conditioning if data and data.conditioning.mode != "none" else None
+        return replace(
+            self,
+            template=self.template or (data.template if data else "react"),
+            template_options=self.template_options if self.template_options is not None
+            else dict(data.template_options) if data else {},
+            conditioning=self.conditioning or trained_conditioning,
+        )

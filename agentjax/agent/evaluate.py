@@ -124,6 +124,7 @@ def summarize(records: list[dict], task: Task, extra: dict) -> dict:
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json."""
+    cfg = cfg.with_run_defaults()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_same_evaluation(cfg, out)

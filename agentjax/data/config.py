@@ -22,6 +22,7 @@ class SourceConfig:
     task: str = ""  # assigned to every conversation when set
     method: str = ""  # assigned to every conversation when set (else the reader's guess)
     keep_outcome: Literal["any", "success", "failure"] = "any"  # e.g. NAT positives and negatives as two sources
+    outcome: Literal["success", "failure"] | None = None  # sets every record's outcome (files of one kind, as NAT releases)
     keep_methods: list[str] = field(default_factory=list)  # e.g. FireAct's method mix; empty keeps all
     limit: int | None = None  # keep only the first N conversations (quick jobs)
 
@@ -67,7 +68,7 @@ class ConditioningConfig:
     positive: str = "[Outcome: success]"
     negative: str = "[Outcome: failure]"
     levels: list[str] = field(default_factory=lambda: ["[Correct]", "[Mostly Correct]", "[Mostly Incorrect]", "[Totally Incorrect]"])
-    f1_thresholds: list[float] = field(default_factory=lambda: [1.0, 0.5])  # F1 >= 1 -> level 0, >= 0.5 -> 1, > 0 -> 2, else 3
+    f1_thresholds: list[float] = field(default_factory=lambda: [1.0, 0.4])  # NAT's cut-offs: F1 >= 1 -> level 0, >= 0.4 -> 1, > 0 -> 2, else 3
 
     def validate(self) -> None:
         """Called by configlib: four levels, ordered thresholds, distinct binary labels."""

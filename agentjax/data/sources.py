@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agentjax.data.conditioning import condition_on_outcome
 from agentjax.data.config import ConditioningConfig, SourceConfig
@@ -31,6 +31,8 @@ def load_source(config: SourceConfig, template: Template, conditioning: Conditio
     loaded = LoadedSource(name, config.weight, [], policy.counts)
     for path in config.paths:
         for conv in read_conversations(path, config.format, bad_input=policy):
+            if config.outcome is not None:
+                conv = conv.replace(outcome=replace(conv.outcome, success=config.outcome == "success"))
             if not _kept(conv, config):
                 loaded.filtered += 1
                 continue
