@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 from agentjax.data.conversation import Conversation, Outcome, Turn
 from agentjax.data.errors import BadInputPolicy, DataError
 from agentjax.data.native import conversation_from_dict
-from agentjax.data.records import iter_records
+from agentjax.data.records import field, iter_records
 
 OBSERVATION_PREFIX = "Observation: "
 _EPISODE_END = re.compile(r"^Episode finished, reward = (\S+)\s*$")
@@ -45,19 +45,6 @@ def parser_for(fmt: str) -> Callable[[Any, str], Conversation]:
 # --- shared pieces -------------------------------------------------------------------------------
 
 
-def _field(record: Any, key: str, kind: type | tuple[type, ...], origin: str, where: str = "") -> Any:
-    """`record[key]`, checked to be of `kind`; errors name the field (`where` is its dotted prefix)."""
-    if not isinstance(record, dict):
-        raise DataError(origin, "bad_type", f"{where.rstrip('.') or 'record'}: expected a JSON object, got {type(record).__name__}")
-    if key not in record:
-        raise DataError(origin, "missing_field", f"{where}{key}: missing (keys present: {sorted(record)})")
-    value = record[key]
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(origin, "bad_type", f"{where}{key}: expected {expected}, got {value!r:.60}")
-    return value
-
-
 def _train_flag(loss: Any, role: str, origin: str, where: str) -> bool:
     """An explicit boolean `loss` wins; absent or null means: train assistant turns only."""
     if loss is None:
@@ -76,11 +63,11 @@ def _message_turns(
     turns = []
     for i, item in enumerate(items):
         here = f"{where}[{i}]."
-        name = _field(item, role_key, str, origin, here)
+        name = field(item, role_key, origin, str, here)
         if name not in roles:
             raise DataError(origin, "unknown_role", f"{here}{role_key}: unknown role {name!r}; expected one of {sorted(roles)}")
         role = roles[name]
-        content = _field(item, content_key, str, origin, here)
+        content = field(item, content_key, origin, str, here)
         turns.append(Turn(role, content, _train_flag(item.get(loss_key), role, origin, here + loss_key)))
     return turns
 
@@ -125,17 +112,17 @@ _CHAT_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 
 def parse_fireact(record: Any, origin: str) -> Conversation:
     """FireAct gpt format: `{"messages": [{role, content}]}`, observations as user turns, reward in the last one."""
-    turns = _observations_as_tools(_message_turns(_field(record, "messages", list, origin), origin, "messages", "role", "content", _CHAT_ROLES))
+    turns = _observations_as_tools(_message_turns(field(record, "messages", origin, list), origin, "messages", "role", "content", _CHAT_ROLES))
     return Conversation(turns, method=_react_method(turns), outcome=_episode_outcome(turns), origin=origin)
 
 
 def parse_fireact_alpaca(record: Any, origin: str) -> Conversation:
     """FireAct alpaca format: question in `instruction` (+ `input`), the whole trajectory text in `output`."""
-    question = _field(record, "instruction", str, origin)
+    question = field(record, "instruction", origin, str)
     extra = record.get("input") or ""
     if not isinstance(extra, str):
         raise DataError(origin, "bad_type", f"input: expected str, got {extra!r:.60}")
-    output = _field(record, "output", str, origin)
+    output = field(record, "output", origin, str)
     turns = [Turn("user", question + ("\n" + extra if extra else ""))] + split_react_text(output)
     if len(turns) == 1:
         raise DataError(origin, "no_turns", "output: empty trajectory")
@@ -162,13 +149,13 @@ _SHAREGPT_ROLES = {
 
 def parse_sharegpt(record: Any, origin: str) -> Conversation:
     """ShareGPT and AgentInstruct: `{"id", "conversations": [{from, value, loss?}]}`; `loss` selects trained turns."""
-    turns = _message_turns(_field(record, "conversations", list, origin), origin, "conversations", "from", "value", _SHAREGPT_ROLES)
+    turns = _message_turns(field(record, "conversations", origin, list), origin, "conversations", "from", "value", _SHAREGPT_ROLES)
     return Conversation(turns, id=_record_id(record, origin), origin=origin)
 
 
 def parse_nat(record: Any, origin: str) -> Conversation:
     """NAT: `{"conversations": [{role, content, loss}], "label": positive|negative}`, observations as user turns."""
-    turns = _observations_as_tools(_message_turns(_field(record, "conversations", list, origin), origin, "conversations", "role", "content", _CHAT_ROLES))
+    turns = _observations_as_tools(_message_turns(field(record, "conversations", origin, list), origin, "conversations", "role", "content", _CHAT_ROLES))
     label = record.get("label")
     if label not in (None, "positive", "negative"):
         raise DataError(origin, "bad_value", f"label: expected 'positive' or 'negative', got {label!r:.60}")
@@ -179,7 +166,7 @@ def parse_nat(record: Any, origin: str) -> Conversation:
 def parse_agentflan(record: Any, origin: str) -> Conversation:
     """Agent-FLAN: `{"id", "conversation": [{role, content, loss}]}` with tool results as `function` turns."""
     roles = dict(_CHAT_ROLES, function="tool", tool="tool")
-    turns = _message_turns(_field(record, "conversation", list, origin), origin, "conversation", "role", "content", roles)
+    turns = _message_turns(field(record, "conversation", origin, list), origin, "conversation", "role", "content", roles)
     return Conversation(turns, method="chat", id=_record_id(record, origin), origin=origin)
 
 
@@ -187,7 +174,7 @@ def parse_openai(record: Any, origin: str) -> Conversation:
     """OpenAI messages: assistant `tool_calls` are written into the turn as `name[arguments]` lines; `weight` 0/1 selects trained turns."""
     roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}
     normalised = []
-    for i, m in enumerate(_field(record, "messages", list, origin)):
+    for i, m in enumerate(field(record, "messages", origin, list)):
         here = f"messages[{i}]"
         if not isinstance(m, dict):
             raise DataError(origin, "bad_type", f"{here}: expected a JSON object, got {type(m).__name__}")
@@ -199,9 +186,9 @@ def parse_openai(record: Any, origin: str) -> Conversation:
         if not isinstance(calls, list):
             raise DataError(origin, "bad_type", f"{here}.tool_calls: expected a list, got {calls!r:.60}")
         for j, call in enumerate(calls):
-            function = _field(call, "function", dict, origin, f"{here}.tool_calls[{j}].")
-            name = _field(function, "name", str, origin, f"{here}.tool_calls[{j}].function.")
-            arguments = _field(function, "arguments", str, origin, f"{here}.tool_calls[{j}].function.")
+            function = field(call, "function", origin, dict, f"{here}.tool_calls[{j}].")
+            name = field(function, "name", origin, str, f"{here}.tool_calls[{j}].function.")
+            arguments = field(function, "arguments", origin, str, f"{here}.tool_calls[{j}].function.")
             lines.append(f"{name}[{arguments}]")
         weight = m.get("weight")
         if weight not in (None, 0, 1) or isinstance(weight, (bool, float)):

@@ -77,3 +77,16 @@ def _iter_json_array(path: Path) -> Iterator[tuple[str, Any]]:
         if text[i] != ",":
             raise fail(i, "expected ',' or ']' between records")
         i = skip_ws(i + 1)
+
+
+def field(record: Any, key: str, origin: str, kind: type | tuple[type, ...] = str, where: str = "") -> Any:
+    """`record[key]`, checked to be of `kind`; errors name the input line and the field (`where`: its dotted prefix)."""
+    if not isinstance(record, dict):
+        raise DataError(origin, "bad_type", f"{where.rstrip('.') or 'record'}: expected a JSON object, got {type(record).__name__}")
+    if key not in record:
+        raise DataError(origin, "missing_field", f"{where}{key}: missing (fields present: {sorted(record)})")
+    value = record[key]
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(origin, "bad_type", f"{where}{key}: expected {expected}, got {value!r:.80}")
+    return value

@@ -42,16 +42,3 @@ def read_csv(path: str | Path) -> Iterator[tuple[str, list[str]]]:
         for row in reader:
             yield f"{path}:{start}", row
             start = reader.line_num + 1
-
-
-def field(record: Any, name: str, origin: str, kind: type | tuple[type, ...] = str) -> Any:
-    """`record[name]`, checked to be an object holding a value of type `kind`."""
-    if not isinstance(record, dict):
-        raise DataError(origin, "bad_type", f"expected a JSON object, got {type(record).__name__}")
-    if name not in record:
-        raise DataError(origin, "missing_field", f"{name}: missing (fields present: {sorted(record)})")
-    value = record[name]
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(origin, "bad_type", f"{name}: expected {expected}, got {value!r:.80}")
-    return value

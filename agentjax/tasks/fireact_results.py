@@ -7,7 +7,8 @@ from pathlib import Path
 
 from agentjax.tasks.base import Question, Task
 from agentjax.data.errors import DataError
-from agentjax.tasks.files import field, read_json
+from agentjax.data.records import field
+from agentjax.tasks.files import read_json
 
 _TOLERANCE = 1e-6
 

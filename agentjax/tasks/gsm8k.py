@@ -7,7 +7,8 @@ from typing import Any, Iterable, Mapping
 
 from agentjax.tasks.base import Question, Task, resolve_file, take
 from agentjax.data.errors import DataError
-from agentjax.tasks.files import field, records
+from agentjax.data.records import field
+from agentjax.tasks.files import records
 from agentjax.tasks.scoring import best_over, numeric_match, parse_number
 
 FINAL_ANSWER_MARK = "####"

@@ -6,7 +6,8 @@ import random
 from pathlib import Path
 
 from agentjax.tasks.base import Question, TextAnswerTask, resolve_file, take
-from agentjax.tasks.files import field, records
+from agentjax.data.records import field
+from agentjax.tasks.files import records
 
 FIREACT_SHUFFLE_SEED = 233  # ReAct's seed; FireAct's "dev 0-500" questions are the first 500 after it
 FIREACT_EVAL_SIZE = 500

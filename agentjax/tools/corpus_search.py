@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agentjax.data.errors import DataError
-from agentjax.tasks.files import field, records
+from agentjax.data.records import field
+from agentjax.tasks.files import records
 from agentjax.tools.base import ToolError
 from agentjax.tools.bm25_index import Bm25Index
 from agentjax.tools.config import CorpusConfig

@@ -15,7 +15,8 @@ from typing import Iterable, Iterator, Sequence
 from agentjax.data.conversation import Turn
 from agentjax.data.errors import DataError
 from agentjax.data.formats import read_conversations, split_react_text
-from agentjax.tasks.files import field, read_json
+from agentjax.data.records import field
+from agentjax.tasks.files import read_json
 from agentjax.tools.base import ToolError, parse_action
 from agentjax.tools.bm25_index import Bm25Index
 
