@@ -26,8 +26,7 @@ def lora_run(folder, *overrides):
     """(trainer, initial frozen weights, initial adapters) after 6 LoRA steps, checkpoints every 3."""
     data, tokenizer = toy_files()
     config = write_config(folder / "run.yaml", base_config(data, tokenizer, folder / "out"))
-    trainer = Trainer(run_config(config, *LORA, "train.steps=6", "train.checkpoint_every=3",
-                                 "train.optimizer.learning_rate=1e-2", *overrides))
+    trainer = Trainer(run_config(config, *LORA, "train.steps=6", "train.checkpoint_every=3", *overrides))
     frozen, adapters = flat_params(trainer.frozen), flat_params(trainer.state.params)
     trainer.run()
     return trainer, frozen, adapters
@@ -79,9 +78,9 @@ def test_only_adapters_train(random_base):
 def test_merged_model_gives_the_adapter_model_logits(random_base):
     """Folding scale * A @ B into each kernel gives the same logits as running the adapters (float32, 1e-5)."""
     trainer, _, _ = random_base
-    with_adapters = nnx.merge(trainer.graphdef, trainer.state.params, trainer.frozen)
+    with_adapters = trainer.model()
     expected = logits(with_adapters, TOKENS)
-    merged = merge_lora(nnx.merge(trainer.graphdef, trainer.state.params, trainer.frozen))
+    merged = merge_lora(trainer.model())
     assert not any("lora" in name for name in flat_params(nnx.to_pure_dict(nnx.state(merged))))
     base_only = logits(nnx.merge(trainer.graphdef, jax.tree.map(np.zeros_like, trainer.state.params), trainer.frozen), TOKENS)
     assert np.abs(expected - base_only).max() > 1e-3  # the adapters matter
@@ -108,7 +107,7 @@ def test_a_lora_run_loads_back_merged_on_another_mesh(random_base):
     """load_trained_model rebuilds the base from the run's seed on any mesh (here 2x2x2), restores
     the adapters and merges them: the trainer's logits, and plain Dense projections."""
     trainer, _, _ = random_base
-    expected = logits(nnx.merge(trainer.graphdef, trainer.state.params, trainer.frozen), TOKENS)
+    expected = logits(trainer.model(), TOKENS)
     model, _ = load_trained_model(trainer.run_dir, mesh=sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))
     assert not any("lora" in name for name in flat_params(nnx.to_pure_dict(nnx.state(model))))
     np.testing.assert_allclose(logits(model, TOKENS), expected, atol=1e-5)
@@ -120,7 +119,7 @@ def test_a_run_directory_exports_to_hugging_face(converted_base):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     trainer, _, _, folder = converted_base
-    expected = logits(nnx.merge(trainer.graphdef, trainer.state.params, trainer.frozen), TOKENS)
+    expected = logits(trainer.model(), TOKENS)
     assert cli(["convert", "agentjax-to-hf", str(trainer.run_dir), str(folder / "hf")]) == 0
     assert (folder / "hf" / "tokenizer.model").read_bytes() == (trainer.run_dir / "tokenizer.model").read_bytes()
     hf = transformers.LlamaForCausalLM.from_pretrained(folder / "hf", torch_dtype=torch.float32).eval()

@@ -32,8 +32,8 @@ def memorised(config_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("memorise")
     data = write_toy_data(folder / "four.jsonl", 4)
     cfg = run_config(config_file, f"data.sources=[{{path: {data}, format: agentjax}}]", f"output_dir={folder / 'out'}",
-                     "train.steps=50", "train.checkpoint_every=50", "train.log_every=10",
-                     "train.optimizer.learning_rate=1e-2", "train.optimizer.schedule=constant")
+                     "train.steps=50", "train.checkpoint_every=50", "train.log_every=10", "train.eval_every=10",
+                     f"eval_data={{sources: [{{path: {data}, format: agentjax}}], seq_len: 64, pack_window: 32}}")
     trainer = Trainer(cfg)
     return trainer, trainer.run()
 
@@ -50,6 +50,18 @@ def test_a_tiny_model_memorises_a_tiny_dataset(memorised):
     assert result.final_step == 50 and len(losses) == 5
     assert losses[0] > 3.0
     assert losses[-1] < 0.2, losses
+
+
+def test_the_held_out_loss_is_logged_on_the_same_batches_each_time(memorised):
+    """eval_data every 10 steps: the held-out loss (here on the memorised conversations themselves) is logged
+    at steps 10..50 and falls with the training loss; evaluating again gives the last value exactly (the
+    same batches every time, whatever the evaluation pipeline read before)."""
+    trainer, result = memorised
+    records = read_metrics(result.run_dir)
+    held_out = [r["held_out_loss"] for r in records]
+    assert [r["step"] for r in records] == [10, 20, 30, 40, 50]
+    assert held_out[-1] < 0.2 < held_out[0], held_out
+    assert trainer.held_out_loss() == trainer.held_out_loss() == held_out[-1]
 
 
 def test_a_finished_run_loads_back_as_its_final_model(memorised):

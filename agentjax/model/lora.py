@@ -46,7 +46,8 @@ class LoRAParam(nnx.Param):
 
 
 class LoRADense(nnx.Module):
-    """base(x) + scale * B(A(dropout(x))): a frozen Dense plus a rank-r update."""
+    """base(x) + scale * B(A(dropout(x))): a frozen Dense plus a rank-r update (float32 adapters, computed
+    in the base's compute dtype)."""
 
     def __init__(self, base: Dense, cfg: LoRAConfig, key: jax.Array):
         self.base = base
@@ -57,9 +58,10 @@ class LoRADense(nnx.Module):
         axes = kernel.get_metadata()["axes"]
         n_in = len(base.in_shape)
         a_shape = (n_layers, *base.in_shape, cfg.rank)
-        a = jax.random.normal(key, a_shape, kernel.dtype) / math.sqrt(math.prod(base.in_shape))
+        # float32 whatever the base's dtype: adapters are the master weights the optimizer updates
+        a = jax.random.normal(key, a_shape, jnp.float32) / math.sqrt(math.prod(base.in_shape))
         self.lora_a = LoRAParam(a, axes=(axes[0], *axes[1:1 + n_in], "lora_rank"))
-        self.lora_b = LoRAParam(jnp.zeros((n_layers, cfg.rank, *base.out_shape), kernel.dtype),
+        self.lora_b = LoRAParam(jnp.zeros((n_layers, cfg.rank, *base.out_shape), jnp.float32),
                                 axes=(axes[0], "lora_rank", *axes[1 + n_in:]))
 
     def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:

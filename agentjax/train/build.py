@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -30,13 +31,13 @@ TOKENIZER_FILE = "tokenizer.model"
 def prepare_tokenizer(cfg: RunConfig, run_dir: Path) -> Tokenizer:
     """The run's tokenizer, kept in the run directory: a copy of the configured file, or one trained on the data."""
     saved = run_dir / TOKENIZER_FILE
-    if not saved.exists():
-        if jax.process_index() == 0:
-            if cfg.tokenizer.path:
-                with atomic_write(saved, "wb") as f:  # a kill mid-copy must not leave half a tokenizer
-                    f.write(Path(cfg.tokenizer.path).read_bytes())
-            else:
-                train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved)
+    if jax.process_index() == 0 and not saved.exists():
+        if cfg.tokenizer.path:
+            with atomic_write(saved, "wb") as f:  # a kill mid-copy must not leave half a tokenizer
+                f.write(Path(cfg.tokenizer.path).read_bytes())
+        else:
+            train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved)
+    if jax.process_count() > 1:  # every process, whatever it saw on disk
         multihost_utils.sync_global_devices("agentjax tokenizer ready")
     return load_tokenizer(saved)
 
@@ -80,7 +81,13 @@ def build_model(cfg: RunConfig, mesh, model_cfg: LlamaConfig, *, shapes_only: bo
     else:
         model = sharding.create_sharded(lambda: Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed)), mesh)
     if cfg.lora is not None:
-        add_lora(model, cfg.lora, seed=cfg.seed)
+        add_lora(model, cfg.lora, seed=cfg.seed)  # initialised eagerly, identically on every process
         adapters = nnx.state(model, LoRAParam)
-        nnx.update(model, jax.device_put(adapters, sharding.state_shardings(adapters, mesh)))
+        nnx.update(model, jax.tree.map(_place, adapters, sharding.state_shardings(adapters, mesh)))
     return model
+
+
+def _place(value, target) -> jax.Array:
+    """A global array on `target` from a value every process holds in full (safe with several hosts)."""
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, target, lambda index: host[index])

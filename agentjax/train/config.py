@@ -81,11 +81,14 @@ class TrainConfig:
     async_checkpoints: bool = True
 
     def validate(self):
-        if self.global_batch % self.micro_batches:
-            raise ConfigError(f"global_batch ({self.global_batch}) must be divisible by micro_batches ({self.micro_batches})")
-        for key in ("steps", "global_batch", "micro_batches", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "global_batch", "micro_batches", "log_every", "checkpoint_every", "keep_checkpoints",
+                    "eval_batches"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.global_batch % self.micro_batches:
+            raise ConfigError(f"global_batch ({self.global_batch}) must be divisible by micro_batches ({self.micro_batches})")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every: must be >= 0 (0: never), got {self.eval_every}")
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,16 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from agentjax import perf, sharding
 from agentjax.train.build import build_model, prepare_tokenizer, resolve_model_config, trainable_filter
+from agentjax.model.llama import Llama
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.config import RunConfig
 from agentjax.train.metrics import MetricsLog, peak_flops
-from agentjax.train.optim import decay_mask, learning_rate_schedule, make_optimizer
+from agentjax.train.program import TrainProgram
 from agentjax.train.run_dir import write_run_config
-from agentjax.train.state import abstract_state, make_init, shardings_of
-from agentjax.train.step import BATCH_FIELDS, make_eval_step, make_train_step
+from agentjax.train.step import BATCH_FIELDS
 from agentjax.train.validate import validate_run
 
 log = logging.getLogger(__name__)
@@ -71,43 +70,24 @@ class Trainer:
         self.graphdef, params, frozen = nnx.split(model, trainable_filter(cfg), ...)
         del model
         self.frozen = nnx.to_pure_dict(frozen)
-        self.params_shardings = nnx.to_pure_dict(sharding.state_shardings(params, self.mesh))
-        self.optimizer = make_optimizer(cfg.train.optimizer, cfg.train.steps, decay_mask(params))
-        self.schedule = learning_rate_schedule(cfg.train.optimizer, cfg.train.steps)
-        init = make_init(self.optimizer, cfg.seed)
-        params = nnx.to_pure_dict(params)
-        abstract = abstract_state(init, params, self.params_shardings, self.mesh)
-        self.state_shardings = shardings_of(abstract)
+        self.program = TrainProgram(self.graphdef, params, self.frozen, self.mesh, cfg.train, cfg.seed,
+                                    dropout=bool(cfg.lora and cfg.lora.dropout))
         self.pipeline = Pipeline(cfg.data, self.tokenizer, cfg.train.global_batch, jax.process_index(),
                                  jax.process_count())
         self.eval_pipeline = None if cfg.eval_data is None else Pipeline(
             cfg.eval_data, self.tokenizer, cfg.train.global_batch, jax.process_index(), jax.process_count())
         if resume is None:
             self.start_step = 0
-            self.state = jax.jit(init, out_shardings=self.state_shardings, donate_argnums=0)(params)
+            self.state = self.program.init(nnx.to_pure_dict(params))
         else:
-            self.state, data_state = self.checkpoints.restore(resume, abstract)
+            self.state, data_state = self.checkpoints.restore(resume, self.program.abstract)
             self.pipeline.restore(data_state)
             self.start_step = resume
             log.info("resumed from step %d in %s", resume, self.checkpoints.directory)
-        self._compile()
 
-    def _compile(self) -> None:
-        cfg = self.cfg
-        step = make_train_step(self.graphdef, self.optimizer, cfg.train.micro_batches, cfg.train.z_loss,
-                               dropout=bool(cfg.lora and cfg.lora.dropout))
-        frozen = jax.tree.map(lambda x: x.sharding, self.frozen)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, frozen, self._batch_shardings(cfg.data)),
-                                  out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-        if cfg.eval_data is not None:
-            self.eval_step = jax.jit(make_eval_step(self.graphdef), out_shardings=replicated, in_shardings=(
-                self.params_shardings, frozen, self._batch_shardings(cfg.eval_data)))
-
-    def _batch_shardings(self, data) -> dict:
-        """Rows split over the data-parallel axes (data, fsdp), as `global_batch` assembles them."""
-        shape = (self.cfg.train.global_batch, data.seq_len)
-        return dict.fromkeys(BATCH_FIELDS, sharding.named_sharding(("act_batch", "length"), shape, self.mesh))
+    def model(self) -> Llama:
+        """The model with the current weights (adapters not merged under LoRA)."""
+        return nnx.merge(self.graphdef, self.state.params, self.frozen)
 
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """One global array per field, from this process's rows."""
@@ -116,14 +96,16 @@ class Trainer:
     def held_out_loss(self) -> float:
         """Token-weighted loss over the first `eval_batches` batches of `eval_data` (the same batches every time)."""
         start = self.eval_pipeline.state()
+        batches = iter(self.eval_pipeline)
         nll = tokens = 0.0
-        for i, local in enumerate(self.eval_pipeline):
-            if i == self.cfg.train.eval_batches:
-                break
-            with sharding.activate(self.mesh):
-                out = self.eval_step(self.state.params, self.frozen, self.global_batch(local))
-            nll, tokens = nll + float(out["nll_sum"]), tokens + float(out["tokens"])
-        self.eval_pipeline.restore(start)
+        try:
+            for _, local in zip(range(self.cfg.train.eval_batches), batches):
+                with sharding.activate(self.mesh):
+                    out = self.program.eval_step(self.state.params, self.frozen, self.global_batch(local))
+                nll, tokens = nll + float(out["nll_sum"]), tokens + float(out["tokens"])
+        finally:
+            batches.close()  # one live iterator per pipeline
+            self.eval_pipeline.restore(start)
         return nll / tokens
 
     def run(self) -> RunResult:
@@ -145,7 +127,7 @@ class Trainer:
                     log.warning("the data ended after step %d of %d (data.epochs=%s)", step, cfg.steps, self.cfg.data.epochs)
                     break
                 with sharding.activate(self.mesh):
-                    self.state, metrics = self.train_step(self.state, self.frozen, self.global_batch(local))
+                    self.state, metrics = self.program.train_step(self.state, self.frozen, self.global_batch(local))
                 step += 1
                 window_steps += 1
                 if unchecked is not None:
@@ -155,7 +137,7 @@ class Trainer:
                     last_loss, unchecked = self._check(*unchecked), None
                     rate = window_steps * tokens_per_step / (time.perf_counter() - window_start)
                     record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    record.update(learning_rate=float(self.schedule(step - 1)), tokens_per_s=rate,
+                    record.update(learning_rate=float(self.program.schedule(step - 1)), tokens_per_s=rate,
                                   mfu=rate * flops_per_token / peak_flops(),
                                   packing_efficiency=self.pipeline.counters["packing_efficiency"])
                     if cfg.eval_every and step % cfg.eval_every == 0:
@@ -176,6 +158,7 @@ class Trainer:
             if stop:
                 log.warning("SIGTERM: saved step %d; rerun the same command to resume", step)
         finally:
+            batches.close()
             self.checkpoints.close()
             metrics_log.close()
             preempt.restore()
