@@ -42,7 +42,11 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    return load(RunConfig, Path(run_dir) / CONFIG_FILE)
+    """The config a run was (last) started with, its base checkpoint and tokenizer paths absolute."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a training run directory?")
+    return load(RunConfig, path)
 
 
 def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None) -> tuple[Llama, Tokenizer]:

@@ -50,19 +50,23 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, micro_bat
 
     def step(state: TrainState, frozen, batch: dict):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        micro = split_micro_batches(batch, micro_batches)
 
-        def accumulate(carry, xs):
-            parts_acc, grads_acc = carry
-            micro_batch, i = xs
-            parts, grads = sums_and_grads(state.params, frozen, micro_batch, jax.random.fold_in(key, i) if dropout else None)
-            return (jax.tree.map(jnp.add, parts_acc, parts), jax.tree.map(jnp.add, grads_acc, grads)), None
+        def micro_step(micro_batch, i):
+            return sums_and_grads(state.params, frozen, micro_batch, jax.random.fold_in(key, i) if dropout else None)
 
-        zero_parts = {"nll_sum": 0.0, "z_sum": 0.0, "tokens": 0.0}
-        zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-        (parts, grads), _ = jax.lax.scan(accumulate, (zero_parts, zero_grads), (micro, jnp.arange(micro_batches)))
+        if micro_batches == 1:  # no accumulators: zero-filling them would cost a pass over all gradients
+            parts, grads = micro_step(batch, 0)
+        else:
+            def accumulate(carry, xs):
+                return jax.tree.map(jnp.add, carry, micro_step(*xs)), None
+
+            zeros = ({"nll_sum": 0.0, "z_sum": 0.0, "tokens": 0.0},
+                     jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params))
+            micro = (split_micro_batches(batch, micro_batches), jnp.arange(micro_batches))
+            (parts, grads), _ = jax.lax.scan(accumulate, zeros, micro)
         tokens = parts["tokens"]
-        grads = jax.tree.map(lambda g, p: (g / jnp.maximum(tokens, 1.0)).astype(p.dtype), grads, state.params)
+        grads = jax.tree.map(lambda g, p: (g.astype(jnp.float32) / jnp.maximum(tokens, 1.0)).astype(p.dtype),
+                             grads, state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
