@@ -237,6 +237,25 @@ class KVCache(NamedTuple):
 CACHE_AXES = ("layers", "act_batch", "cache_len", "act_kv_heads", "head_dim")
 
 
+class CacheView(NamedTuple):
+    """The cache of all layers as the layer scan carries it, which layer is running, and where new tokens go.
+
+    Carrying the whole cache (rather than scanning over its layers) lets XLA write the new keys and
+    values in place: a decode step then touches only what attention reads, not a copy of the cache.
+    """
+
+    kv: KVCache
+    layer: jax.Array  # scalar index of the running layer
+    slots: jax.Array  # [B, T] cache slot of each new token; out of range (padding) is not written
+
+    def write(self, k: jax.Array, v: jax.Array) -> tuple["CacheView", jax.Array, jax.Array]:
+        """Store this chunk's keys/values [B,T,K,D]; return the new view and this layer's whole keys/values."""
+        rows = jnp.arange(k.shape[0])[:, None]
+        ck = self.kv.k.at[self.layer, rows, self.slots].set(k.astype(self.kv.k.dtype), mode="drop")
+        cv = self.kv.v.at[self.layer, rows, self.slots].set(v.astype(self.kv.v.dtype), mode="drop")
+        return self._replace(kv=KVCache(ck, cv)), ck[self.layer], cv[self.layer]
+
+
 class Attention(nnx.Module):
     """Self-attention with RoPE and grouped-query heads; optionally reads and writes a KV cache."""
 
@@ -247,18 +266,15 @@ class Attention(nnx.Module):
         self.v_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
         self.o_proj = Dense((h, hd), (d,), ("heads", "head_dim", "embed"), cfg, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None, key=None):
+    def __call__(self, x, positions, mask, inv_freq, cache: CacheView | None = None, key=None):
         kq, kk, kv, ko = split_key(key, 4)
         q = constrain(apply_rope(self.q_proj(x, kq), positions, inv_freq), ("act_batch", "length", "act_heads", "head_dim"))
         k = constrain(apply_rope(self.k_proj(x, kk), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
         v = constrain(self.v_proj(x, kv), ("act_batch", "length", "act_kv_heads", "head_dim"))
-        if cache_kv is not None:  # write this chunk's keys/values at their positions, then read the cache
-            rows = jnp.arange(x.shape[0])[:, None]
-            k = cache_kv[0].at[rows, write_slots].set(k.astype(cache_kv[0].dtype), mode="drop")
-            v = cache_kv[1].at[rows, write_slots].set(v.astype(cache_kv[1].dtype), mode="drop")
-            cache_kv = (k, v)
+        if cache is not None:  # write this chunk's keys/values at their positions, then attend over the cache
+            cache, k, v = cache.write(k, v)
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-        return self.o_proj(out, ko), cache_kv
+        return self.o_proj(out, ko), cache
 
 
 class MLP(nnx.Module):
@@ -284,12 +300,12 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg, rngs=rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache_kv=None, write_slots=None, key=None):
+    def __call__(self, x, positions, mask, inv_freq, cache: CacheView | None = None, key=None):
         k_attn, k_mlp = split_key(key, 2)
-        h, cache_kv = self.attn(self.input_norm(x), positions, mask, inv_freq, cache_kv, write_slots, k_attn)
+        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, k_attn)
         x = x + h
         x = x + self.mlp(self.post_attn_norm(x), k_mlp)
-        return constrain(x, ("act_batch", "length", "act_embed")), cache_kv
+        return constrain(x, ("act_batch", "length", "act_embed")), cache
 
 
 REMAT_POLICIES = {
@@ -348,8 +364,8 @@ class Llama(nnx.Module):
         """
         write_slots = jnp.where(segment_ids != 0, positions, cache.max_len)  # out of range: dropped
         mask = cache_mask(positions, cache.max_len)
-        x, (k, v) = self._run_layers(self._embed(tokens), positions, mask, (cache.k, cache.v), write_slots)
-        return self._logits(x), KVCache(k, v)
+        x, cache = self._run_layers(self._embed(tokens), positions, mask, cache, write_slots)
+        return self._logits(x), cache
 
     def _embed(self, tokens):
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.dtype)
@@ -363,17 +379,20 @@ class Llama(nnx.Module):
             logits = self.lm_head(x)
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
-    def _run_layers(self, x, positions, mask, cache_kv=None, write_slots=None, dropout_key=None):
-        """Scan the stacked blocks over x; the layer body is compiled once whatever the depth."""
+    def _run_layers(self, x, positions, mask, cache: KVCache | None = None, write_slots=None, dropout_key=None):
+        """Scan the stacked blocks over x (and the cache); the layer body is compiled once whatever the depth."""
         graphdef, params = nnx.split(self.layers)
         inv_freq = rope_frequencies(self.config)
         keys = None if dropout_key is None else jax.random.split(dropout_key, self.config.n_layers)
 
-        def body(x, layer):
-            layer_params, layer_cache, key = layer
-            block = nnx.merge(graphdef, layer_params)
-            return block(x, positions, mask, inv_freq, layer_cache, write_slots, key)
+        def body(carry, layer):
+            x, kv = carry
+            layer_params, index, key = layer
+            view = None if kv is None else CacheView(kv, index, write_slots)
+            x, view = nnx.merge(graphdef, layer_params)(x, positions, mask, inv_freq, view, key)
+            return (x, None if view is None else view.kv), None
 
         if self.config.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
-        return jax.lax.scan(body, x, (params, cache_kv, keys))
+        (x, cache), _ = jax.lax.scan(body, (x, cache), (params, jnp.arange(self.config.n_layers), keys))
+        return x, cache
