@@ -107,3 +107,25 @@ def test_failure_becomes_observation():
     result = run_action({"calculate": Calculator()}, "calculate[os.sep]")
     assert result.status == "tool_error"
     assert result.observation.startswith("The calculate tool failed:") and "attribute" in result.observation
+
+
+def test_a_tool_that_raises_unexpectedly_becomes_a_tool_error_observation():
+    """A bug in a tool (any exception, not only ToolError) is an observation naming the error, so one bad call
+    does not end a whole evaluation."""
+
+    def broken(argument: str) -> str:
+        raise SystemError("AST constructor recursion depth mismatch")
+
+    result = run_action({"calculate": broken}, "calculate[1 + 1]")
+    assert result.status == "tool_error"
+    assert result.observation == "The calculate tool failed: SystemError: AST constructor recursion depth mismatch"
+
+
+def test_calculator_is_safe_from_many_threads():
+    """The agent loop calls tools from a thread pool: concurrent calls all give the right value."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expressions = [f"(({i} + 2) * (3 - 4)) / (5 ** 2) + " + " + ".join(["((7 * 8) - (2 / 3))"] * 10) for i in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(Calculator(), expressions))
+    assert got == [Calculator()(e) for e in expressions]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Protocol, runtime_checkable
 
+logger = logging.getLogger(__name__)
 _ACTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\[(.*)\]\s*$", re.DOTALL)
 
 
@@ -63,7 +65,7 @@ class ToolResult:
 
 
 def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
-    """Parse `name[argument]` and call the tool; bad actions and ToolErrors become observations, not exceptions."""
+    """Parse `name[argument]` and call the tool; bad actions and tool failures become observations, not exceptions."""
     action = parse_action(text)
     if action is None:
         return ToolResult(f"Invalid action {text.strip()!r}: write one of {_usage(tools)}.", "invalid_action")
@@ -75,6 +77,9 @@ def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
         observation = tool(action.argument)
     except ToolError as e:
         return ToolResult(f"The {action.name} tool failed: {e}", "tool_error", action)
+    except Exception as e:  # a bug in a tool must not end a whole evaluation; it is logged and counted
+        logger.exception("tool %s raised on %r", action.name, action.argument)
+        return ToolResult(f"The {action.name} tool failed: {type(e).__name__}: {e}", "tool_error", action)
     return ToolResult(observation, "finished" if getattr(tool, "ends_episode", False) else "ok", action)
 
 

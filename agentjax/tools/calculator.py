@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import threading
 from fractions import Fraction
 
 from agentjax.tools.base import ToolError
@@ -20,6 +21,9 @@ _BINARY = {
     ast.Mod: operator.mod,
 }
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+# Tools run in a thread pool, and CPython 3.11's AST conversion keeps global recursion state: a concurrent parse
+# raised "SystemError: AST constructor recursion depth mismatch" in an evaluation. One parse at a time.
+_PARSE_LOCK = threading.Lock()
 
 
 def evaluate(expression: str) -> Fraction:
@@ -30,8 +34,9 @@ def evaluate(expression: str) -> Fraction:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ToolError(f"expression too long ({len(text)} characters; at most {MAX_EXPRESSION_CHARS})")
     try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        with _PARSE_LOCK:
+            tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError, SystemError):
         raise ToolError(f"not an arithmetic expression: {text!r}") from None
     try:
         return _value(tree.body)
