@@ -102,7 +102,7 @@ PRESETS: dict[str, dict] = {
     # Small sizes for tests, the CPU quickstart and benchmarks.
     "tiny": dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
                  max_seq_len=512, remat="none"),
-    "small": dict(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, head_dim=32, mlp_dim=704,
+    "small": dict(vocab_size=2048, dim=256, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=64, mlp_dim=704,
                   max_seq_len=1024, remat="none"),
     "100m": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, head_dim=64, mlp_dim=2048,
                  max_seq_len=2048, remat="none"),
