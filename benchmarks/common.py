@@ -27,8 +27,8 @@ def environment() -> dict:
                 python=platform.python_version(), jax=jax.__version__, load_average_1m=os.getloadavg()[0])
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median wall seconds of each `fn()` (which must block until done), run in turn in every repeat.
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of each `fn()` (which must block until done) per repeat, after `warmup` calls each.
 
     Alternating the contestants within each repeat spreads any load from other processes over all of them.
     """
@@ -41,7 +41,12 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall seconds of each `fn()` over `repeats` interleaved runs (see interleaved_times)."""
+    return {name: statistics.median(ts) for name, ts in interleaved_times(fns, repeats, warmup).items()}
 
 
 def print_table(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:

@@ -1,5 +1,5 @@
 """Packing efficiency on FireAct multitask_multimethod (seq_len 2048 and 4096) against plain padding, and the
-tf.data pipeline's throughput and restore cost. Prints a table and writes JSON (default runs/benchmarks/data_packing.json).
+tf.data pipeline's throughput and restore cost. Prints a table and writes JSON (default runs/bench/data_packing.json).
 
     python benchmarks/data_packing.py [--data ../shared/data] [--vocab-size 8000] [--batches 150] [--out FILE]
 """
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=8000, help="tokenizer trained on the fly on the same file")
     parser.add_argument("--batches", type=int, default=150, help="batches timed for throughput")
     parser.add_argument("--global-batch", type=int, default=8)
-    parser.add_argument("--out", default=str(here / "runs" / "benchmarks" / "data_packing.json"))
+    parser.add_argument("--out", default=str(here / "runs" / "bench" / "data_packing.json"))
     args = parser.parse_args()
 
     path = Path(args.data) / FILE

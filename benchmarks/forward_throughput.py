@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="runs/bench/forward.json")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "runs" / "bench" / "forward.json"))
     args = p.parse_args()
 
     cfg = preset(args.preset, max_seq_len=args.seq)

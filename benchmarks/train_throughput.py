@@ -8,15 +8,16 @@ analytic minimum; and the data pipeline's tokens/s against what a train step con
 Both frameworks run one optimizer step on the same batch of random tokens (every token supervised): forward,
 token-mean cross-entropy, backward, global-norm clipping to 1.0, AdamW (b1 0.9, b2 0.95). agentjax runs the
 trainer's own compiled step (agentjax.train.program, state donated, 1-device mesh); PyTorch runs
-LlamaForCausalLM (its default SDPA attention) with torch.optim.AdamW on all cores. The matmul peak
-(agentjax.perf: 2 n^3 FLOPs / median seconds of an n x n float32 matmul, best of n = 2048, 4096) and the
-contestants alternate within each repeat, so load from other processes on a shared machine hits them alike;
-medians after one warm-up step. MFU = tokens/s x perf.train_flops_per_token / peak, for both frameworks.
+LlamaForCausalLM (its default SDPA attention) with torch.optim.AdamW on all cores. The matmul peak (as
+agentjax.perf.measured_matmul_peak: 2 n^3 FLOPs / median seconds of an n x n float32 matmul; here the best
+of n = 2048 and 4096) and the contestants alternate within each repeat, so load from other processes on a
+shared machine hits them alike; medians after one warm-up step, and each contestant's fastest step (the
+machine momentarily quiet). MFU = tokens/s x perf.train_flops_per_token / peak, for both frameworks.
 
 Memory: XLA's own accounting of the compiled step (arguments + temporaries + outputs not aliased to
-arguments), and the growth of the process's resident memory while each framework builds its model and
-optimizer state and runs its first step (agentjax's includes compiling), against the analytic minimum of
-`analytic_memory` (parameters, gradients, Adam moments, activations kept for the backward).
+arguments), and the peak growth of a fresh process's resident memory while it builds one framework's
+model and optimizer state and runs one step (agentjax's includes compiling), against the analytic minimum
+of `analytic_memory` (parameters, gradients, Adam moments, activations kept for the backward).
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ import gc
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
-from common import print_table, write_json
+from common import BENCH_DIR, interleaved_times, print_table, write_json
 from agentjax import perf, sharding
 from agentjax.model import Llama, LlamaConfig, preset
 from agentjax.train.config import OptimizerConfig, TrainConfig
@@ -60,30 +61,24 @@ def analytic_memory(cfg: LlamaConfig, batch: int, seq: int) -> dict[str, int]:
     return {**parts, "total": sum(parts.values())}
 
 
-class PeakRSS:
-    """Sample this process's resident memory every 5 ms; `peak_since(mark)` is the largest sample after mark."""
+def peak_rss_growth(contestant: str, args) -> int:
+    """Peak resident memory of a fresh process that builds `contestant` on the benchmark's config and runs one
+    step, minus its resident memory before (after imports). A separate process, because JAX and PyTorch
+    share glibc's heap: memory one freed would be reused by the other without showing."""
+    command = [sys.executable, __file__, "--memory-of", contestant, "--preset", args.preset,
+               "--batch", str(args.batch), "--seq", str(args.seq)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout
+    return int(out.split()[-1])
 
-    def __init__(self):
-        self.samples: list[int] = []
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        threading.Thread(target=self._run, daemon=True).start()
 
-    def _run(self):
-        while True:
-            with open("/proc/self/statm") as f:
-                self.samples.append(int(f.read().split()[1]) * self._page)
-            time.sleep(0.005)
-
-    def now(self) -> int:
-        time.sleep(0.02)
-        return self.samples[-1]
-
-    def mark(self) -> int:
-        return len(self.samples)
-
-    def peak_since(self, mark: int) -> int:
-        time.sleep(0.02)
-        return max(self.samples[mark:])
+def report_peak_rss_growth(contestant: str, args) -> None:
+    """--memory-of: print this process's peak RSS growth while `contestant` builds its state and takes a step."""
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    cfg = preset(args.preset, max_seq_len=args.seq)
+    step = (AgentjaxStep if contestant == "agentjax" else TorchStep)(cfg, random_batch(cfg, args.batch, args.seq))
+    step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
 
 
 def random_batch(cfg: LlamaConfig, batch: int, seq: int) -> dict[str, np.ndarray]:
@@ -148,20 +143,6 @@ class TorchStep:
         self.loss = float(loss.detach())
 
 
-def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each blocking `fn()` per repeat, the contestants alternating within each repeat (after
-    one warm-up call each), so that load from other processes on a shared machine falls on all of them."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def matmul(n: int):
     """One n x n float32 matmul on the default device, blocking: the contestant that measures the peak."""
     a = jax.numpy.ones((n, n), jax.numpy.float32)
@@ -198,28 +179,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="", help="extra agentjax model configs, e.g. remat=full,remat=minimal")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--memory-of", choices=["agentjax", "pytorch"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--data", default=os.environ.get("AGENTJAX_SHARED_DATA", str(here.parent / "shared" / "data")))
-    parser.add_argument("--out", default=str(here / "runs" / "bench" / "train_throughput.json"))
+    parser.add_argument("--out", default=str(BENCH_DIR / "train_throughput.json"))
     args = parser.parse_args()
 
+    if args.memory_of:
+        return report_peak_rss_growth(args.memory_of, args)
     cfg = preset(args.preset, max_seq_len=args.seq)
     batch = random_batch(cfg, args.batch, args.seq)
-    rss = PeakRSS()
-    contestants, memory = {}, {}
+    names = ["agentjax"] + ([] if args.no_torch else ["pytorch"])
+    memory = {name: {"rss_bytes": peak_rss_growth(name, args)} for name in names}
     configs = {"agentjax": cfg} | {f"agentjax {v}": preset(args.preset, max_seq_len=args.seq, **dict([v.split("=")]))
                                      for v in filter(None, args.variants.split(","))}
-    for name, variant in configs.items():  # build each and run its first step, watching memory
-        before, mark = rss.now(), rss.mark()
-        contestants[name] = AgentjaxStep(variant, batch)
-        contestants[name]()
-        memory[name] = {"xla_bytes": contestants[name].xla_bytes}
-        if len(memory) == 1:  # later variants reuse memory freed by earlier ones: their RSS growth means little
-            memory[name]["rss_bytes"] = rss.peak_since(mark) - before
+    contestants = {name: AgentjaxStep(variant, batch) for name, variant in configs.items()}
+    for name, step in contestants.items():
+        memory.setdefault(name, {})["xla_bytes"] = step.xla_bytes
     if not args.no_torch:
-        before, mark = rss.now(), rss.mark()
         contestants["pytorch"] = TorchStep(cfg, batch)
-        contestants["pytorch"]()
-        memory["pytorch"] = {"rss_bytes": rss.peak_since(mark) - before}
     peaks = {2048: matmul(2048), 4096: matmul(4096)}
 
     times = interleaved_times({**{f"matmul {n}": f for n, f in peaks.items()}, **contestants}, args.repeats)
