@@ -73,3 +73,15 @@ def test_env_vars_expand_with_defaults_after_overrides(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"tokenizer\.path: \$\{AJ_TEST_TOK\} is not set; export AJ_TEST_TOK"):
         load(RunConfig, cfg_file)
     assert load(RunConfig, cfg_file, ["tokenizer.path=/elsewhere/t.model"]).tokenizer.path == "/elsewhere/t.model"
+
+
+def test_cli_overrides_may_follow_options():
+    """`agentjax experiment all --out X steps=200` keeps steps=200 (argparse alone rejects it), and anything
+    that is not a key=value override is still an error."""
+    from agentjax.cli import parse
+
+    args = parse(["experiment", "all", "--out", "x", "steps=200", "seed=1"])
+    assert args.overrides == ["steps=200", "seed=1"] and args.out == "x"
+    assert parse(["experiment", "all", "steps=200", "--out", "x"]).overrides == ["steps=200"]
+    with pytest.raises(SystemExit):
+        parse(["experiment", "all", "--out", "x", "--bogus"])
