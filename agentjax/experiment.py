@@ -73,6 +73,7 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
         tokenizer = out / "variants" / "react" / "train" / "tokenizer.model"
         if not tokenizer.exists():
             run_variant("react", cfg, world, out, progress)
+            t0 = time.perf_counter()  # training the react variant is that variant's time, not this one's
         evaluation = eval_config(cfg, where / "eval", tokenizer=tokenizer, system_prompt=few_shot_prompt(world))
         held_out_loss = None
     summary = evaluate(evaluation, progress)
