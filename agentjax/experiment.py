@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentjax.configlib import load, to_dict
+from agentjax.configlib import ConfigError, load, to_dict
 from agentjax.data.atomic import atomic_write
 from agentjax.quickstart import QuickstartConfig, eval_config, run_config, valid_share, write_trajectories
 
@@ -56,9 +56,13 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
     from agentjax.train.trainer import train
 
     variant, where = VARIANTS[name], out / "variants" / name
-    done = where / "result.json"
+    done, config = where / "result.json", json.loads(json.dumps(to_dict(cfg)))
     if done.exists():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if result.get("config") != config:
+            raise ConfigError(f"{where} holds variant {name!r} from a run with another config; "
+                              "use a fresh --out to compare under this one")
+        return result
     t0 = time.perf_counter()
     conditioning = NAT_CONDITIONING if variant.conditioning else None
     if variant.methods:
@@ -80,7 +84,7 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
     result = dict(variant=name, label=variant.label, em=summary["em"], f1=summary["f1"],
                   per_kind={k: v["em"] for k, v in summary["per_kind"].items()},
                   valid_tool_calls=valid_share(summary), steps_per_episode=summary["mean_steps"],
-                  held_out_chat_loss=held_out_loss, minutes=(time.perf_counter() - t0) / 60)
+                  held_out_chat_loss=held_out_loss, minutes=(time.perf_counter() - t0) / 60, config=config)
     with atomic_write(done) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     return result
@@ -106,7 +110,8 @@ def run_experiment(name: str, cfg: QuickstartConfig, out: Path, progress: bool =
     world = build_world(cfg.world)
     names = sorted({v for e in EXPERIMENTS.values() for v in e}, key=list(VARIANTS).index) if name == "all" \
         else EXPERIMENTS[name]
-    results = [run_variant(v, cfg, world, out, progress) for v in names]
+    results = [{k: v for k, v in run_variant(variant, cfg, world, out, progress).items() if k != "config"}
+               for variant in names]
     target = out / name
     target.mkdir(parents=True, exist_ok=True)
     with atomic_write(target / "results.json") as f:
