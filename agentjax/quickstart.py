@@ -47,7 +47,7 @@ class QuickstartConfig:
     seed: int = 0
 
 
-# The reduced run CI does: fewer steps, fewer held-out questions, shorter replies.
+# The reduced run CI does: fewer steps and fewer held-out questions.
 FAST = dict(steps=120, eval_questions=40, world={"eval_questions_per_kind": 8})
 
 
