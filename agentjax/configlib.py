@@ -26,6 +26,20 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names the file and the dotted key."""
 
 
+class ConfigSection:
+    """Base of every config dataclass. `from_dict` calls `from_mapping` on the raw mapping before the fields are
+    read (to accept a shorthand spelling) and `validate` on the built object; `validate` checks values only, never
+    the disk: whether a file exists is checked where it is opened."""
+
+    @classmethod
+    def from_mapping(cls, data: dict, where: str) -> dict:
+        """The mapping to read fields from (by default `data` itself)."""
+        return data
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field when a value is out of range or settings contradict each other."""
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
@@ -91,9 +105,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys are errors with a spelling suggestion."""
-    hook = getattr(cls, "from_mapping", None)
-    if hook is not None:
-        data = hook(dict(data), where)
+    section = issubclass(cls, ConfigSection)
+    if section:
+        data = cls.from_mapping(dict(data), where)
     fields = _field_types(cls)
     kwargs = {}
     for key, value in data.items():
@@ -107,10 +121,9 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         obj = cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
-    check = getattr(obj, "validate", None)
-    if check is not None:
+    if section:
         try:
-            check()
+            obj.validate()
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}" if where else str(e)) from None
     return obj

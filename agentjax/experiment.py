@@ -17,9 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
+from agentjax.agent.evaluate import evaluate
 from agentjax.configlib import ConfigError, load, to_dict
-from agentjax.data.atomic import atomic_write
 from agentjax.quickstart import QuickstartConfig, eval_config, run_config, valid_share, write_trajectories
+from agentjax.train.metrics import read_metrics
+from agentjax.train.trainer import train
+from agentjax.util.atomic import atomic_write
+from agentjax.world.build import build_world
+from agentjax.world.teacher import generate_trajectories
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,6 @@ EXPERIMENTS = {
 
 def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bool) -> dict:
     """Train (unless untrained) and evaluate one variant; results are cached in out/variants/<name>/result.json."""
-    from agentjax.agent.evaluate import evaluate
-    from agentjax.train.metrics import read_metrics
-    from agentjax.train.trainer import train
-
     variant, where = VARIANTS[name], out / "variants" / name
     done, config = where / "result.json", json.loads(json.dumps(to_dict(cfg)))
     if done.exists():
@@ -92,8 +95,6 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
 
 def few_shot_prompt(world) -> str:
     """Two teacher ReAct trajectories on training questions, as plain text examples."""
-    from agentjax.tasks.teacher import generate_trajectories
-
     examples = generate_trajectories(world, "train", ["react"], limit=2)
     blocks = []
     for conv in examples:
@@ -105,8 +106,7 @@ def few_shot_prompt(world) -> str:
 
 
 def run_experiment(name: str, cfg: QuickstartConfig, out: Path, progress: bool = True) -> list[dict]:
-    from agentjax.tasks.world import build_world
-
+    """Run (or reuse) each variant of experiment `name` ("all": every variant once); writes results.json + png."""
     world = build_world(cfg.world)
     names = sorted({v for e in EXPERIMENTS.values() for v in e}, key=list(VARIANTS).index) if name == "all" \
         else EXPERIMENTS[name]
@@ -130,13 +130,10 @@ def format_table(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path: Path, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """EM per question kind (and overall) of each variant, as grouped bars."""
     kinds = sorted({k for r in results for k in r["per_kind"]})
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(kinds) + 2), 4))
+    fig = Figure(figsize=(max(6, 1.6 * len(kinds) + 2), 4))
+    ax = fig.subplots()
     width = 0.8 / len(results)
     for i, r in enumerate(results):
         xs = [j + i * width for j in range(len(kinds) + 1)]
@@ -147,7 +144,6 @@ def plot(results: list[dict], path: Path, name: str) -> None:
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,23 +13,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentjax.configlib import from_dict, load, to_dict
-from agentjax.data.atomic import atomic_write
-from agentjax.tasks.world import WorldConfig
+from matplotlib.figure import Figure
+
+from agentjax.agent.config import EvalConfig
+from agentjax.agent.evaluate import evaluate
+from agentjax.configlib import ConfigSection, from_dict, load, to_dict
+from agentjax.data.native import write_conversations
+from agentjax.train.config import RunConfig
+from agentjax.train.metrics import read_metrics
+from agentjax.train.trainer import train
+from agentjax.util.atomic import atomic_write
+from agentjax.world.build import WorldConfig, build_world
+from agentjax.world.teacher import generate_trajectories
 
 @dataclass(frozen=True)
-class QuickstartConfig:
+class QuickstartConfig(ConfigSection):
     """What the quickstart trains and evaluates; configs/quickstart.yaml spells out the same defaults."""
 
     # Ten times the default world's entities: each training name is seen a few times at most, so the model must
     # read names from its context (held-out loss tracks training loss) instead of memorising a small cast.
     world: WorldConfig = field(default_factory=lambda: WorldConfig(
         countries=100, cities=1000, organisations=600, people=4000, train_questions_per_kind=800))
-    methods: tuple[str, ...] = ("react",)  # teacher trajectories to train on (see agentjax/tasks/teacher.py)
+    methods: tuple[str, ...] = ("react",)  # teacher trajectories to train on (see agentjax/world/teacher.py)
     model_preset: str = "small"
     model_overrides: dict = field(default_factory=dict)
     tokenizer_vocab: int = 1024
@@ -55,8 +65,6 @@ def run_config(cfg: QuickstartConfig, sources: list[dict], out_dir: Path, condit
                held_out: list[dict] | None = None):
     """The training run on world trajectories `sources` (agentjax format), written to `out_dir`; optionally
     NAT `conditioning` and a held-out loss on `held_out` sources at the end."""
-    from agentjax.train.config import RunConfig
-
     data = {"template": "react", "seq_len": cfg.seq_len, "seed": cfg.seed,
             **({"conditioning": conditioning} if conditioning else {})}
     return from_dict(RunConfig, dict(
@@ -76,12 +84,10 @@ def run_config(cfg: QuickstartConfig, sources: list[dict], out_dir: Path, condit
 def eval_config(cfg: QuickstartConfig, out_dir: Path, *, run: Path | None = None, tokenizer: Path | None = None,
                 **changes):
     """The held-out evaluation of a trained `run`, or of the untrained model (with the run's `tokenizer`)."""
-    from agentjax.agent.config import EvalConfig
-
     model = {} if run else {"model": {"preset": cfg.model_preset, "overrides": dict(cfg.model_overrides)},
                              "tokenizer": str(tokenizer)}
     return from_dict(EvalConfig, dict(
-        task="world", world=to_dict(cfg.world), split=cfg.eval_split, limit=cfg.eval_questions,
+        task="world", task_options=to_dict(cfg.world), split=cfg.eval_split, limit=cfg.eval_questions,
         max_steps=cfg.max_steps, mesh={"num_devices": 1}, seed=cfg.seed, output_dir=str(out_dir),
         generation={"batch_size": cfg.eval_batch, "max_len": cfg.max_len, "max_new_tokens": cfg.max_new_tokens},
         **({"run": str(run)} if run else model), **changes,
@@ -90,9 +96,6 @@ def eval_config(cfg: QuickstartConfig, out_dir: Path, *, run: Path | None = None
 
 def write_trajectories(world, method: str, split: str, out: Path) -> Path:
     """The teacher's `method` trajectories for `split`, written once as agentjax JSONL (reused when present)."""
-    from agentjax.data.native import write_conversations
-    from agentjax.tasks.teacher import generate_trajectories
-
     path = out / "data" / f"{split}-{method}.jsonl"
     if not path.exists():
         write_conversations(path, generate_trajectories(world, split, [method]))
@@ -101,10 +104,6 @@ def write_trajectories(world, method: str, split: str, out: Path) -> Path:
 
 def run_quickstart(cfg: QuickstartConfig, out: Path, progress: bool = True) -> dict:
     """Do the five steps; returns (and writes) the summary with em_before, em_after and per-kind scores."""
-    from agentjax.agent.evaluate import evaluate
-    from agentjax.tasks.world import build_world
-    from agentjax.train.trainer import train
-
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
     t0 = time.perf_counter()
@@ -159,15 +158,9 @@ def format_table(summary: dict) -> str:
 
 def plot(out: Path, summary: dict) -> None:
     """quickstart.png: the training loss curve, and EM before/after per question kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from agentjax.train.metrics import read_metrics
-
     metrics = read_metrics(out / "train")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot([m["step"] for m in metrics], [m["loss"] for m in metrics])
     ax1.set(xlabel="step", ylabel="train loss (per supervised token)", title="fine-tuning on teacher trajectories")
     kinds = list(summary["per_kind"]) + ["all"]
@@ -182,7 +175,6 @@ def plot(out: Path, summary: dict) -> None:
     fig.tight_layout()
     with atomic_write(out / "quickstart.png", "wb") as f:
         fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,8 +185,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     overrides = [f"{k}={json.dumps(v)}" for k, v in _flatten(FAST).items()] if args.fast else []
     cfg = load(QuickstartConfig, args.config, overrides + list(args.overrides))

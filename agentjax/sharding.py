@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, ConfigSection
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class MeshConfig:
+class MeshConfig(ConfigSection):
     """Sizes of the mesh axes; one of them may be -1 to take the remaining devices."""
 
     data: int = 1

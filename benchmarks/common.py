@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import jax
 
+from agentjax.data.templates import template_markers
+
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "runs" / "bench"
@@ -72,9 +74,9 @@ def world_tokenizer(vocab_size: int = 2048, cache_dir: Path = BENCH_DIR) -> Toke
     """A sentencepiece tokenizer trained on the generated world's training documents (made once, then reused)."""
     path = Path(cache_dir) / f"world-tokenizer-{vocab_size}.model"
     if not path.exists():
-        from agentjax.tasks.world import build_world
+        from agentjax.world.build import build_world
 
         documents = build_world().documents("train")
         path.parent.mkdir(parents=True, exist_ok=True)
-        train_sentencepiece([text for docs in documents.values() for text in docs], vocab_size, path)
+        train_sentencepiece([text for docs in documents.values() for text in docs], vocab_size, path, user_symbols=template_markers())
     return load_tokenizer(path)

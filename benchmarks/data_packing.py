@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from agentjax.configlib import from_dict  # noqa: E402
-from agentjax.data.atomic import atomic_write  # noqa: E402
+from agentjax.util.atomic import atomic_write  # noqa: E402
 from agentjax.data.config import DataConfig  # noqa: E402
 from agentjax.data.formats import read_conversations  # noqa: E402
 from agentjax.data.stats import epoch_stats  # noqa: E402
+from agentjax.data.templates import template_markers  # noqa: E402
 from agentjax.data.tokenizer import train_sentencepiece  # noqa: E402
 
 FILE = "fireact/finetune/gpt_format/multitask_multimethod.jsonl"
@@ -78,7 +79,7 @@ def main() -> None:
     texts = [t.content for c in read_conversations(path, "fireact") for t in c.turns]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_sentencepiece(texts, args.vocab_size, Path(tmp) / "tokenizer.model")
+        tokenizer = train_sentencepiece(texts, args.vocab_size, Path(tmp) / "tokenizer.model", user_symbols=template_markers())
     train_s = time.perf_counter() - t0
     chars_per_token = sum(map(len, texts)) / sum(len(tokenizer.encode(t)) for t in texts)
 

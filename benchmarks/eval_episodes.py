@@ -112,7 +112,7 @@ def trained_run(steps: int, root: Path) -> Path:
     once per model shape and step count and then reused."""
     from agentjax.model import preset
     from agentjax.quickstart import QuickstartConfig, run_config, write_trajectories
-    from agentjax.tasks.world import build_world
+    from agentjax.world.build import build_world
     from agentjax.train.checkpoint import Checkpoints
     from agentjax.train.run_dir import is_run_dir
     from agentjax.train.trainer import train

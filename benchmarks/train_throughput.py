@@ -157,6 +157,7 @@ def pipeline_tokens_per_s(data: Path, batch: int, seq: int) -> dict | None:
     from agentjax.configlib import from_dict
     from agentjax.data.config import DataConfig
     from agentjax.data.formats import read_conversations
+    from agentjax.data.templates import template_markers
     from agentjax.data.tokenizer import train_sentencepiece
 
     path = data / FILE
@@ -165,7 +166,7 @@ def pipeline_tokens_per_s(data: Path, batch: int, seq: int) -> dict | None:
         return None
     texts = [t.content for c in read_conversations(path, "fireact") for t in c.turns]
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_sentencepiece(texts, 2048, Path(tmp) / "tokenizer.model")
+        tokenizer = train_sentencepiece(texts, 2048, Path(tmp) / "tokenizer.model", user_symbols=template_markers())
     config = from_dict(DataConfig, {"sources": [{"path": str(path), "format": "fireact"}], "seq_len": seq})
     return throughput(config, tokenizer, batch, batches=100)
 

@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
+from data_support import small_tokenizer  # noqa: E402
+
 SHARED_DATA = Path(os.environ.get("AGENTJAX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
@@ -21,6 +23,12 @@ def shared_data() -> Path:
             "fireact/ and fixtures/ (FireAct's released data: github.com/anchen1011/FireAct, data/)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tok(shared_data):
+    """A small sentencepiece tokenizer trained on FireAct text, shared by the data, template and agent tests."""
+    return small_tokenizer(shared_data)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from agentjax.data.formats import read_conversations
+from agentjax.data.templates import template_markers
 from agentjax.data.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
 FIXTURES = {  # file under fixtures/ -> format
@@ -26,7 +27,7 @@ def small_tokenizer(shared_data: Path, vocab_size: int = 512) -> SentencePieceTo
     for name, fmt in FIXTURES.items():
         texts += [t.content for c in read_conversations(shared_data / "fixtures" / name, fmt) for t in c.turns]
     out = Path(tempfile.mkdtemp(prefix="agentjax-test-tok-")) / "tokenizer.model"
-    return train_sentencepiece(texts, vocab_size, out)
+    return train_sentencepiece(texts, vocab_size, out, user_symbols=template_markers())
 
 
 def fixture_conversations(shared_data: Path) -> list:

@@ -13,7 +13,6 @@ from agentjax.agent.decode import EOS, MAX_TOKENS, STOP_STRING, Decoder, Samplin
 from agentjax.agent.loop import cut_at_stop
 from agentjax.model import Llama, preset
 from agentjax.perf import CompileCounter
-from data_support import small_tokenizer
 
 STOP = "\nObservation:"
 TEXT = "Action: search[x]" + STOP + " y"
@@ -72,11 +71,6 @@ def test_nothing_after_the_stop_string_is_kept():
     assert cut_at_stop("Thought: a\nAction: b[c]\nObservation: d\nThought:", ("\nObservation:",)) == "Thought: a\nAction: b[c]"
     assert cut_at_stop("x [INST] y <|user|>", ("<|user|>", "[INST]")) == "x "
     assert cut_at_stop("no stop here", ("\nObservation:",)) == "no stop here"
-
-
-@pytest.fixture(scope="module")
-def tok(shared_data):
-    return small_tokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

@@ -16,24 +16,20 @@ from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart, extract_action
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.formats import read_conversations
-from agentjax.data.templates import get_template
+from agentjax.data.templates import get_template, template_markers
 from agentjax.data.tokenizer import train_sentencepiece
 from agentjax.model import Llama, preset
 from agentjax.perf import CompileCounter
 from agentjax.tasks.base import Question
-from agentjax.tasks.world import WorldConfig, WorldTask, build_world
-from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.world.build import WorldConfig, build_world
+from agentjax.world.task import WorldTask
+from agentjax.world.tools import WorldToolkit
 from agentjax.tools.base import FunctionTool
 from agentjax.tools.finish import Finish
-from data_support import FIREACT, small_tokenizer
+from data_support import FIREACT
 
 SMALL_WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eval_questions_per_kind=6,
                           train_questions_per_kind=6)
-
-
-@pytest.fixture(scope="module")
-def tok(shared_data):
-    return small_tokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +168,10 @@ def test_actions_are_read_from_react_and_chat_replies():
 def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_path, world_questions):
     """Killed mid-write (a torn last line): rerunning completes the set, every question exactly once."""
     questions, _ = world_questions
-    train_sentencepiece([q.question for q in questions] * 20, 512, tmp_path / "tok.model")
+    train_sentencepiece([q.question for q in questions] * 20, 512, tmp_path / "tok.model", user_symbols=template_markers())
     cfg = from_dict(EvalConfig, dict(
         model={"preset": "tiny"}, tokenizer=str(tmp_path / "tok.model"), task="world", split="test", limit=8,
-        world=vars(SMALL_WORLD), max_steps=2, output_dir=str(tmp_path / "eval"), mesh={"num_devices": 1},
+        task_options=vars(SMALL_WORLD), max_steps=2, output_dir=str(tmp_path / "eval"), mesh={"num_devices": 1},
         generation=dict(batch_size=4, max_len=256, max_new_tokens=12, buckets=[16, 64, 256])))
     evaluate(cfg, progress=False)
     path = tmp_path / "eval" / TRANSCRIPTS

@@ -64,11 +64,12 @@ def user_tree(shared_data, tmp_path_factory):
 
     from agentjax.data.formats import read_conversations
     from agentjax.data.native import write_conversations
+    from agentjax.data.templates import template_markers
     from agentjax.data.tokenizer import train_sentencepiece
     from agentjax.model.checkpoint import save_checkpoint
     from agentjax.model.llama import Llama, preset
-    from agentjax.tasks.teacher import generate_trajectories
-    from agentjax.tasks.world import WorldConfig, build_world
+    from agentjax.world.teacher import generate_trajectories
+    from agentjax.world.build import WorldConfig, build_world
 
     root = tmp_path_factory.mktemp("user")
     data, fixtures = root / "data", shared_data / "fixtures"
@@ -94,7 +95,7 @@ def user_tree(shared_data, tmp_path_factory):
                (fixtures / "agentflan_sample.jsonl", "agentflan"), (data / "nat/hotpotqa_trajectories.jsonl", "agentjax")]
     texts = [t.content for path, fmt in sources for conv in read_conversations(path, fmt) for t in conv.turns]
     tokenizer_file = root / "tokenizer.model"
-    tokenizer = train_sentencepiece(texts, 512, tokenizer_file)
+    tokenizer = train_sentencepiece(texts, 512, tokenizer_file, user_symbols=template_markers())
     models = root / "models"
     model = Llama(preset("tiny", vocab_size=tokenizer.vocab_size), rngs=nnx.Rngs(0))
     save_checkpoint(model, models / "llama2-7b-chat", extra_files=[tokenizer_file])

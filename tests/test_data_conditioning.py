@@ -9,7 +9,7 @@ from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.conditioning import condition_for_inference, condition_on_outcome, outcome_label, question_turn_index
 from agentjax.data.config import ConditioningConfig, SourceConfig
 from agentjax.data.conversation import Outcome
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 from agentjax.data.formats import read_conversations
 from agentjax.data.sources import load_source
 from agentjax.data.templates import TEMPLATES, get_template

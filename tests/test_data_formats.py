@@ -11,7 +11,7 @@ from data_support import FIREACT, FIXTURES, small_tokenizer
 from agentjax.configlib import from_dict
 from agentjax.data.config import ConditioningConfig, SourceConfig
 from agentjax.data.conversation import Conversation, Outcome, Turn
-from agentjax.data.errors import BadInputPolicy, DataError
+from agentjax.util.errors import BadInputPolicy, DataError
 from agentjax.data.formats import read_conversations
 from agentjax.data.native import write_conversations
 from agentjax.data.sources import load_source

@@ -8,11 +8,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from data_support import FIREACT, small_tokenizer
+from data_support import FIREACT
 
 from agentjax.configlib import from_dict
 from agentjax.data.config import DataConfig
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 from agentjax.data.pipeline import Pipeline
 from agentjax.data.stats import epoch_stats
 from agentjax.data.stream import without_untrained_tail
@@ -31,11 +31,6 @@ def make_config(shared_data, **changes) -> DataConfig:
         "seq_len": 2048, "pack_window": 48, "epochs": 1, "seed": 5,
     }
     return from_dict(DataConfig, {**base, **changes})
-
-
-@pytest.fixture(scope="module")
-def tok(shared_data):
-    return small_tokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

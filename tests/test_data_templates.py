@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from data_support import FIREACT, fixture_conversations, small_tokenizer
+from data_support import FIREACT, fixture_conversations
 
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
@@ -21,11 +21,6 @@ ODD = [  # shapes real data has and a chat loop can produce
     Conversation((Turn("assistant", "Starts with a reply", True), Turn("tool", "ok"), Turn("assistant", "  spaced  ", True))),
     Conversation((Turn("user", "q"), Turn("assistant", "", True), Turn("user", " lead space"), Turn("assistant", "\nnl\n", True))),
 ]
-
-
-@pytest.fixture(scope="module")
-def tok(shared_data):
-    return small_tokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

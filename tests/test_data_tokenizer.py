@@ -6,7 +6,7 @@ import io
 
 import pytest
 import sentencepiece as spm
-from data_support import FIREACT, small_tokenizer
+from data_support import FIREACT
 
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import template_markers
@@ -14,11 +14,6 @@ from agentjax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_toke
 
 TEXTS = ["Thought: I need to search.\nAction: search[x]", "  leading and  double spaces ", "é ü 😀 中文 \t tab\r\n",
          "Observation: 1/2\n\n", "<|user|>\n[INST] <<SYS>>", ""]
-
-
-@pytest.fixture(scope="module")
-def tok(shared_data):
-    return small_tokenizer(shared_data)
 
 
 def test_satisfies_the_protocol_with_distinct_special_ids(tok):
@@ -53,8 +48,8 @@ def test_template_markers_and_newline_are_single_pieces(tok):
 def test_training_is_deterministic_and_the_file_loads_back(shared_data, tmp_path):
     """Same texts and vocab size -> byte-identical model; load_tokenizer of the written file encodes identically."""
     texts = [t.content for c in read_conversations(shared_data / FIREACT / "hotpotqa.jsonl", "fireact") for t in c.turns][:2000]
-    first = train_sentencepiece(texts, 400, tmp_path / "a.model")
-    train_sentencepiece(texts, 400, tmp_path / "b.model")
+    first = train_sentencepiece(texts, 400, tmp_path / "a.model", user_symbols=template_markers())
+    train_sentencepiece(texts, 400, tmp_path / "b.model", user_symbols=template_markers())
     assert (tmp_path / "a.model").read_bytes() == (tmp_path / "b.model").read_bytes()
     loaded = load_tokenizer(tmp_path / "a.model")
     assert loaded.vocab_size == first.vocab_size == 400
@@ -64,7 +59,7 @@ def test_training_is_deterministic_and_the_file_loads_back(shared_data, tmp_path
 def test_too_small_a_vocabulary_is_a_clear_error(tmp_path):
     """A vocabulary that cannot hold the bytes, specials and markers fails with a message naming the size."""
     with pytest.raises(ValueError, match="vocab_size=100"):
-        train_sentencepiece(["some text"] * 10, 100, tmp_path / "t.model")
+        train_sentencepiece(["some text"] * 10, 100, tmp_path / "t.model", user_symbols=template_markers())
     assert not (tmp_path / "t.model").exists()
 
 

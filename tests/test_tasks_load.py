@@ -7,8 +7,8 @@ import json
 import pytest
 
 from agentjax.configlib import ConfigError
-from agentjax.data.errors import DataError
-from agentjax.tasks import TASKS, get_task
+from agentjax.util.errors import DataError
+from agentjax.agent.registry import TASKS, get_task
 from agentjax.tasks.base import take
 
 
@@ -87,7 +87,7 @@ def test_missing_file_and_unknown_task(tmp_path):
         get_task("hotpotqa").load(tmp_path, "dev")
     with pytest.raises(ConfigError, match="did you mean 'hotpotqa'"):
         get_task("hotpotq")
-    assert sorted(TASKS) == ["bamboogle", "gsm8k", "hotpotqa", "mmlu", "strategyqa"]
+    assert sorted(TASKS) == ["bamboogle", "gsm8k", "hotpotqa", "mmlu", "strategyqa", "world"]
 
 
 def test_limit():

@@ -4,7 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from agentjax.tasks import Question, get_task
+from agentjax.agent.registry import get_task
+from agentjax.tasks import Question
 from agentjax.tasks.scoring import (
     choice_letter,
     exact_match,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agentjax.configlib import ConfigError, from_dict
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 from agentjax.tools import ToolsConfig, Toolkit, run_action
 from agentjax.tools.config import CorpusConfig
 from agentjax.tools.corpus_search import CorpusSearch

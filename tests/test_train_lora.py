@@ -15,7 +15,7 @@ from agentjax.data.tokenizer import load_tokenizer
 from agentjax.model import Llama, preset, save_checkpoint
 from agentjax.model.lora import merge_lora
 from agentjax.sharding import MeshConfig
-from agentjax.train import load_trained_model
+from agentjax.train.run_dir import load_trained_model
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.trainer import Trainer
 

@@ -13,7 +13,7 @@ from flax import nnx
 from train_support import abstract_like, base_config, flat_params, run_config, toy_files, write_config, write_toy_data
 
 from agentjax.configlib import ConfigError
-from agentjax.train import load_trained_model
+from agentjax.train.run_dir import load_trained_model
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.metrics import read_metrics
 from agentjax.train.trainer import Trainer, TrainingDiverged

@@ -13,10 +13,11 @@ from collections import Counter
 import pytest
 
 from agentjax.configlib import ConfigError, from_dict
-from agentjax.tasks.world import WorldConfig, WorldTask, build_world
-from agentjax.tasks.world_entities import ORG_SUFFIXES, RELATIONS, read_fact
-from agentjax.tasks.world_questions import QUESTION_KINDS
-from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.world.build import WorldConfig, build_world
+from agentjax.world.task import WorldTask
+from agentjax.world.entities import ORG_SUFFIXES, RELATIONS, read_fact
+from agentjax.world.questions import QUESTION_KINDS
+from agentjax.world.tools import WorldToolkit
 from agentjax.tools.finish import RIGHT_ANSWER, WRONG_ANSWER
 from agentjax.tools.base import run_action
 
@@ -29,7 +30,7 @@ def world():
 def test_same_seed_gives_byte_identical_world_in_any_process(world):
     """Two builds with one seed serialise to the same bytes, also in fresh processes with other string-hash seeds."""
     assert build_world().to_json() == world.to_json()
-    code = "from agentjax.tasks.world import build_world; print(build_world().digest())"
+    code = "from agentjax.world.build import build_world; print(build_world().digest())"
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -9,12 +9,13 @@ from collections import Counter
 import pytest
 
 from agentjax.data.conversation import Conversation
-from agentjax.tasks.teacher import METHODS, MISTAKES, REFLECTIONS, Teacher, generate_trajectories
-from agentjax.tasks.trajectory_format import chat_action, chat_answer
-from agentjax.tasks.world import SPLITS, WorldConfig, WorldTask, build_world
-from agentjax.tasks.world_entities import ORG_SUFFIXES
-from agentjax.tasks.world_questions import QUESTION_KINDS
-from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.world.teacher import METHODS, MISTAKES, REFLECTIONS, Teacher, generate_trajectories
+from agentjax.world.trajectory_format import chat_action, chat_answer
+from agentjax.world.build import SPLITS, WorldConfig, build_world
+from agentjax.world.task import WorldTask
+from agentjax.world.entities import ORG_SUFFIXES
+from agentjax.world.questions import QUESTION_KINDS
+from agentjax.world.tools import WorldToolkit
 from agentjax.tools.finish import WRONG_ANSWER
 from agentjax.tools.base import parse_action, run_action
 from agentjax.tools.wikipedia import Page

@@ -60,13 +60,14 @@ def write_toy_data(path: Path, n: int, seed: int = 0) -> Path:
 @functools.lru_cache(maxsize=None)
 def toy_files() -> tuple[Path, Path]:
     """(data, tokenizer): 64 toy conversations and a tokenizer trained on them, made once per session."""
+    from agentjax.data.templates import template_markers
     from agentjax.data.tokenizer import train_sentencepiece
     from agentjax.train.build import corpus_texts
 
     folder = Path(session_folder("agentjax-train-test-"))
     data = write_toy_data(folder / "toy.jsonl", 64)
     cfg = load(RunConfig, None, [f"data.sources=[{{path: {data}, format: agentjax}}]"])
-    train_sentencepiece(corpus_texts(cfg), 512, folder / "tokenizer.model")
+    train_sentencepiece(corpus_texts(cfg), 512, folder / "tokenizer.model", user_symbols=template_markers())
     return data, folder / "tokenizer.model"
 
 

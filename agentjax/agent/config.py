@@ -6,16 +6,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agentjax.configlib import ConfigError
+from agentjax.agent.registry import task_options
+from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.config import ConditioningConfig
 from agentjax.sharding import MeshConfig
-from agentjax.tasks.world import WorldConfig
 from agentjax.tools.config import ToolsConfig
 from agentjax.train.config import ModelSection
+from agentjax.train.run_dir import read_run_config
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(ConfigSection):
     """Decoding: batch of episodes, cache length, reply budget, sampling, and extend length buckets."""
 
     batch_size: int = 8
@@ -28,7 +29,7 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(ConfigSection):
     """Which model, on which task and tools, with which method and template, written where."""
 
     run: str | None = None  # a training run directory: its latest checkpoint and tokenizer
@@ -38,10 +39,10 @@ class EvalConfig:
     template_options: dict[str, Any] | None = None  # default: the run's data.template_options
     task: str = "hotpotqa"
     task_path: str = ""  # the task's data folder or file (unused by the generated world)
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's own settings, e.g. the world's size
     split: str = "dev"
     limit: int | None = None
-    world: WorldConfig = field(default_factory=WorldConfig)  # task `world` only
-    tools: ToolsConfig = field(default_factory=ToolsConfig)  # not used by task `world`, which has its own
+    tools: ToolsConfig = field(default_factory=ToolsConfig)  # for tasks that bring no tools of their own
     method: Literal["react", "cot", "reflexion"] = "react"
     max_steps: int = 11
     max_attempts: int = 2  # reflexion: answers checked against the gold before the episode ends
@@ -60,19 +61,22 @@ class EvalConfig:
             raise ConfigError("set exactly one of run (a training run directory) and model")
         if self.model is not None and self.tokenizer is None:
             raise ConfigError("model: needs tokenizer (a tokenizer.model file)")
-        if self.run is not None and not (Path(self.run) / "config.yaml").exists():
-            raise ConfigError(f"run: {self.run} is not a training run directory (no config.yaml)")
         if self.system_prompt and self.system_prompt_file:
             raise ConfigError("set system_prompt or system_prompt_file, not both")
-        if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
+        task_options(self.task, self.task_options)
+
+    def system_prompt_text(self) -> str:
+        """The system prompt, read from `system_prompt_file` when that is set."""
+        if not self.system_prompt_file:
+            return self.system_prompt
+        if not Path(self.system_prompt_file).is_file():
             raise ConfigError(f"system_prompt_file: {self.system_prompt_file} does not exist")
+        return Path(self.system_prompt_file).read_text()
 
     def with_run_defaults(self) -> "EvalConfig":
         """This config with the template and NAT conditioning the model was trained with, where not set."""
         data = None
         if self.run is not None:
-            from agentjax.train.run_dir import read_run_config
-
             data = read_run_config(self.run).data
         trained_conditioning = data.conditioning if data and data.conditioning.mode != "none" else None
         return replace(

@@ -22,13 +22,17 @@ from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import Decoder, Sampling
 from agentjax.agent.loop import AgentLoop, Episode, LoopSettings
 from agentjax.agent.methods import EpisodeStart
+from agentjax.agent.registry import get_task, task_class
 from agentjax.configlib import ConfigError, to_dict
-from agentjax.data.atomic import atomic_write
 from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import load_tokenizer
 from agentjax.perf import CompileCounter
 from agentjax.tasks.base import Question, Task
 from agentjax.tools.base import Tool
+from agentjax.train.build import build_model, resolve_model_config
+from agentjax.train.config import RunConfig
+from agentjax.train.run_dir import load_trained_model
+from agentjax.util.atomic import atomic_write
 
 TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval_config.json"
 
@@ -36,12 +40,7 @@ TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
     """The model to evaluate (LoRA merged for speed) and its tokenizer."""
     if cfg.run is not None:
-        from agentjax.train.run_dir import load_trained_model
-
         return load_trained_model(cfg.run, mesh)
-    from agentjax.train.build import build_model, resolve_model_config
-    from agentjax.train.config import RunConfig
-
     tokenizer = load_tokenizer(cfg.tokenizer)
     run = RunConfig(model=cfg.model, seed=cfg.seed)
     return build_model(run, mesh, resolve_model_config(run, tokenizer)), tokenizer
@@ -50,18 +49,8 @@ def load_model_and_tokenizer(cfg: EvalConfig, mesh):
 def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Question], Mapping[str, Tool]]]:
     """The task, its questions, and a maker of each episode's tools (Reflexion's finish checks the answer)."""
     checked = cfg.method == "reflexion"
-    if cfg.task == "world":
-        from agentjax.tasks.world import WorldTask, build_world
-        from agentjax.tasks.world_tools import WorldToolkit
-
-        task = WorldTask(build_world(cfg.world))
-        toolkit = WorldToolkit(task.world, cfg.split)
-    else:
-        from agentjax.tasks.registry import get_task
-        from agentjax.tools.registry import Toolkit
-
-        task = get_task(cfg.task)
-        toolkit = Toolkit(cfg.tools)  # a missing API key fails here, before episode 1
+    task = get_task(cfg.task, cfg.task_options)
+    toolkit = task.toolkit(cfg.tools, cfg.split)  # a missing API key fails here, before episode 1
     primary = task.metrics[0]
 
     def tools_for(q: Question) -> Mapping[str, Tool]:
@@ -125,6 +114,7 @@ def summarize(records: list[dict], task: Task, extra: dict) -> dict:
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json."""
     cfg = cfg.with_run_defaults()
+    system_prompt = cfg.system_prompt_text()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_same_evaluation(cfg, out)
@@ -137,7 +127,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     done = {r["id"] for r in records}
     todo = [q for q in questions if q.id not in done]
     g = cfg.generation
-    system_prompt = Path(cfg.system_prompt_file).read_text() if cfg.system_prompt_file else cfg.system_prompt
     loop = AgentLoop(
         Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh),
         template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
@@ -173,13 +162,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
 def task_metrics(cfg: EvalConfig) -> tuple[str, ...]:
     """The metric names of the configured task (headline first)."""
-    if cfg.task == "world":
-        from agentjax.tasks.world import WorldTask
-
-        return WorldTask.metrics
-    from agentjax.tasks.registry import TASKS
-
-    return TASKS[cfg.task].metrics
+    return task_class(cfg.task).metrics
 
 
 def format_summary(summary: dict, metrics: tuple[str, ...]) -> str:

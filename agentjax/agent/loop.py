@@ -11,6 +11,7 @@ token ids equal the training renderer's. A finished row takes the next question 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import enum
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -24,6 +25,15 @@ from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.templates import Template
 from agentjax.tasks.base import Question
 from agentjax.tools.base import Tool, ToolResult, run_action
+
+
+class EpisodeStatus(str, enum.Enum):
+    """Where an episode is; transcripts store the value (`"finished"`, ...)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # the agent called finish (or answered without an action, when that counts)
+    MAX_STEPS = "max_steps"
+    CONTEXT_LIMIT = "context_limit"  # the KV cache is full
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Episode:
     question: Question
     conversation: Conversation
     tools: Mapping[str, Tool]
-    status: str = "running"  # then: finished, max_steps, context_limit
+    status: EpisodeStatus = EpisodeStatus.RUNNING
     prediction: str | None = None
     steps: int = 0
     calls: list[ToolCall] = field(default_factory=list)
@@ -67,7 +77,7 @@ class Episode:
         q = self.question
         return dict(
             id=q.id, question=q.question, answers=list(q.answers), kind=q.kind, meta=dict(q.meta),
-            prediction=self.prediction, status=self.status, steps=self.steps,
+            prediction=self.prediction, status=self.status.value, steps=self.steps,
             turns=[{"role": t.role, "content": t.content} for t in self.conversation.turns],
             tool_calls=[vars(c) for c in self.calls], stop_reasons=self.stop_reasons,
             generated_tokens=self.generated_tokens, context_tokens=len(self.ids), seconds=self.seconds,
@@ -120,7 +130,7 @@ class AgentLoop:
                 continue
             target = self.template.prompt(ep.conversation)
             if len(target) >= self.decoder.max_len - 1:
-                self._end(rows, r, "context_limit", on_done)
+                self._end(rows, r, EpisodeStatus.CONTEXT_LIMIT, on_done)
                 continue
             keep = common_prefix(ep.ids, target)
             news[r], starts[r] = target[keep:], keep
@@ -143,7 +153,7 @@ class AgentLoop:
             generated = tokens[r, : counts[r]].tolist()
             ep.ids = ep.ids + generated[:-1]  # the last sampled token was not written to the cache
             ep.generated_tokens += len(generated)
-            text = b"".join(self.tokenizer.token_bytes(t) for t in generated).decode("utf-8", errors="replace")
+            text = self.tokenizer.decode(generated)
             replies[r] = (cut_at_stop(text, self.template.stop_strings), int(reasons[r]))
         return replies, out.cache, out.key
 
@@ -156,12 +166,12 @@ class AgentLoop:
             ep.conversation = ep.conversation.append(Turn("assistant", self.template.reply_content(reply)))
             ep.steps += 1
             if reason == CONTEXT_FULL:
-                self._end(rows, r, "context_limit", on_done)
+                self._end(rows, r, EpisodeStatus.CONTEXT_LIMIT, on_done)
                 continue
             action = extract_action(ep.conversation.turns[-1].content)
             if action is None and self.settings.reply_without_action == "answer":
                 ep.prediction = ep.conversation.turns[-1].content.strip()
-                self._end(rows, r, "finished", on_done)
+                self._end(rows, r, EpisodeStatus.FINISHED, on_done)
                 continue
             pending[r] = (action, pool.submit(_timed_action, ep.tools, action or ep.conversation.turns[-1].content))
         for r, (action, future) in pending.items():
@@ -176,15 +186,15 @@ class AgentLoop:
             ep.calls.append(ToolCall(action, result.observation, result.status, seconds))
             if result.status == "finished":
                 ep.prediction = result.action.argument
-                self._end(rows, r, "finished", on_done)
+                self._end(rows, r, EpisodeStatus.FINISHED, on_done)
             elif ep.steps >= self.settings.max_steps:
-                self._end(rows, r, "max_steps", on_done)
+                self._end(rows, r, EpisodeStatus.MAX_STEPS, on_done)
             else:
                 ep.conversation = ep.conversation.append(Turn("tool", result.observation))
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _end(self, rows, r, status, on_done):
+    def _end(self, rows, r, status: EpisodeStatus, on_done):
         ep = rows[r]
         ep.status = status
         ep.seconds = time.perf_counter() - ep.started

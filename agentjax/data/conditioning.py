@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentjax.data.config import ConditioningConfig
 from agentjax.data.conversation import Conversation, Outcome
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 
 
 def question_turn_index(conv: Conversation) -> int:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, ConfigSection
+from agentjax.data.formats import FORMATS
+from agentjax.data.templates import TEMPLATES
 
 
 @dataclass
-class SourceConfig:
+class SourceConfig(ConfigSection):
     """One data source: file(s) in one format, its sampling weight, metadata to assign and examples to keep."""
 
     path: str | list[str] = ""  # one path or a list; globs and $VARS are expanded
@@ -28,8 +30,6 @@ class SourceConfig:
 
     def validate(self) -> None:
         """Called by configlib: a known format, a positive weight, a sane limit and method."""
-        from agentjax.data.formats import FORMATS
-
         if not self.path:
             raise ConfigError("path: required")
         if self.format not in FORMATS:
@@ -60,7 +60,7 @@ class SourceConfig:
 
 
 @dataclass
-class ConditioningConfig:
+class ConditioningConfig(ConfigSection):
     """NAT outcome conditioning: a label on the question turn saying how the trajectory ended."""
 
     mode: Literal["none", "binary", "graded"] = "none"
@@ -81,7 +81,7 @@ class ConditioningConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ConfigSection):
     """Everything that decides the training batches: same config + same seed -> same batches."""
 
     sources: list[SourceConfig] = field(default_factory=list)
@@ -106,8 +106,6 @@ class DataConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"sources: two sources are named {dupes[0]!r}; give them distinct `name`s")
-        from agentjax.data.templates import TEMPLATES
-
         if self.template not in TEMPLATES:
             raise ConfigError(f"template: {self.template!r} is not one of {sorted(TEMPLATES)}")
         for key, minimum in (("seq_len", 8), ("pack_window", 1), ("parallel_windows", 1), ("prefetch_batches", 0)):

@@ -49,10 +49,6 @@ class Conversation:
     def __post_init__(self):
         object.__setattr__(self, "turns", tuple(self.turns))
 
-    @property
-    def trained_turns(self) -> int:
-        return sum(t.train for t in self.turns)
-
     def replace(self, **changes) -> "Conversation":
         return dataclasses.replace(self, **changes)
 

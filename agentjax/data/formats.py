@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from agentjax.data.conversation import Conversation, Outcome, Turn
-from agentjax.data.errors import BadInputPolicy, DataError
+from agentjax.util.errors import BadInputPolicy, DataError
 from agentjax.data.native import conversation_from_dict
-from agentjax.data.records import field, iter_records
+from agentjax.util.records import field, iter_records
 
 OBSERVATION_PREFIX = "Observation: "
 _EPISODE_END = re.compile(r"^Episode finished, reward = (\S+)\s*$")

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import enum
+
 from functools import lru_cache
 
 import numpy as np
+
+
+class RngStream(enum.IntEnum):
+    """The independent random streams of the data order, each seeded by (seed, its coordinates, its number).
+
+    The numbers are part of every saved data position's meaning: changing one changes which batches a seed gives."""
+
+    SOURCE_DRAWS = 1  # which source each example of a window comes from
+    EPOCH_ORDER = 2  # the order of one source's examples in one epoch
+    ROW_SHUFFLE = 3  # the order of a window's packed rows
 
 
 class Mixture:
@@ -34,7 +46,7 @@ class Mixture:
 
     def window(self, window: int, draws: list[int], size: int) -> tuple[np.ndarray, list[int]]:
         """The `(source, example)` pairs of window `window` given `draws` so far, and the draws after it."""
-        rng = np.random.default_rng([self.seed, window, 1])
+        rng = np.random.default_rng([self.seed, window, RngStream.SOURCE_DRAWS])
         drawn = np.asarray(draws, np.int64)
         limit = np.full(len(self.sizes), np.iinfo(np.int64).max) if self.epochs is None else self.epochs * self.sizes
         picks: list[np.ndarray] = []
@@ -71,4 +83,4 @@ class Mixture:
         n = int(self.sizes[source])
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng([self.seed, source, epoch, 2]).permutation(n)
+        return np.random.default_rng([self.seed, source, epoch, RngStream.EPOCH_ORDER]).permutation(n)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from agentjax.data.atomic import atomic_write
+from agentjax.util.atomic import atomic_write
 from agentjax.data.conversation import ROLES, Conversation, Outcome, Turn
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 
 _KEYS = {"turns", "source", "task", "method", "outcome", "id", "origin", "meta"}
 _OUTCOME_KEYS = {"success", "reward", "f1"}

@@ -7,7 +7,10 @@ from typing import Sequence
 
 import numpy as np
 
-FIELDS = ("inputs", "targets", "positions", "segment_ids", "weights")
+# The batch contract shared by packing, the tf.data pipeline and the train step: field -> dtype.
+BATCH_DTYPES = {"inputs": np.int32, "targets": np.int32, "positions": np.int32, "segment_ids": np.int32,
+                "weights": np.float32}
+BATCH_FIELDS = tuple(BATCH_DTYPES)
 
 
 def best_fit_pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -41,13 +44,8 @@ def layout_rows(examples: Sequence[tuple[np.ndarray, np.ndarray]], rows: list[li
     positions restart at 0 and segment ids count 1, 2, ... per row; padding has segment 0 and weight 0.
     """
     r = len(rows)
-    out = {
-        "inputs": np.full((r, seq_len), pad_id, np.int32),
-        "targets": np.full((r, seq_len), pad_id, np.int32),
-        "positions": np.zeros((r, seq_len), np.int32),
-        "segment_ids": np.zeros((r, seq_len), np.int32),
-        "weights": np.zeros((r, seq_len), np.float32),
-    }
+    fill = {"inputs": pad_id, "targets": pad_id}
+    out = {k: np.full((r, seq_len), fill.get(k, 0), dtype) for k, dtype in BATCH_DTYPES.items()}
     for j, row in enumerate(rows):
         offset = 0
         for segment, i in enumerate(row, 1):

@@ -20,14 +20,14 @@ import tensorflow as tf
 
 from agentjax.configlib import to_dict
 from agentjax.data.config import DataConfig
-from agentjax.data.errors import DataError
-from agentjax.data.packing import FIELDS
+from agentjax.util.errors import DataError
+from agentjax.data.packing import BATCH_DTYPES, BATCH_FIELDS
 from agentjax.data.sources import LoadedSource, source_counts
 from agentjax.data.stream import RowStream, Window
 from agentjax.data.tokenizer import Tokenizer
 
 STATE_VERSION = 1
-_DTYPES = {"inputs": tf.int32, "targets": tf.int32, "positions": tf.int32, "segment_ids": tf.int32, "weights": tf.float32}
+_ROW_DTYPES = [tf.as_dtype(BATCH_DTYPES[k]) for k in BATCH_FIELDS] + [tf.int64, tf.int64]  # + window, row
 
 
 class Pipeline:
@@ -103,7 +103,7 @@ class Pipeline:
 
     def _take(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check a global batch, advance the position and counters past it, and return this host's share."""
-        batch = {k: element[k] for k in FIELDS}
+        batch = {k: element[k] for k in BATCH_FIELDS}
         if len(element["window"]) < self.global_batch:
             batch = _pad_rows(batch, self.global_batch, self.tokenizer.pad_id)
         supervised = float(batch["weights"].sum())
@@ -154,15 +154,15 @@ class Pipeline:
                 self._window_counts[index] = counts
             skip = skip_rows if index == first_window else 0
             n = len(rows["inputs"])
-            return [rows[k][skip:] for k in FIELDS] + [np.full(n - min(skip, n), index, np.int64), np.arange(skip, max(n, skip), dtype=np.int64)]
+            return [rows[k][skip:] for k in BATCH_FIELDS] + [np.full(n - min(skip, n), index, np.int64), np.arange(skip, max(n, skip), dtype=np.int64)]
 
         def to_rows(index, draws, items):
-            out = tf.py_function(build, [index, draws, items], [_DTYPES[k] for k in FIELDS] + [tf.int64, tf.int64])
-            for t in out[: len(FIELDS)]:
+            out = tf.py_function(build, [index, draws, items], _ROW_DTYPES)
+            for t in out[: len(BATCH_FIELDS)]:
                 t.set_shape([None, seq_len])
-            for t in out[len(FIELDS) :]:
+            for t in out[len(BATCH_FIELDS) :]:
                 t.set_shape([None])
-            return dict(zip(FIELDS + ("window", "row"), out))
+            return dict(zip(BATCH_FIELDS + ("window", "row"), out))
 
         n_sources = len(self.sources)
         ds = tf.data.Dataset.from_generator(plan, output_signature=(

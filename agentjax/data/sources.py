@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from agentjax.data.conditioning import condition_on_outcome
 from agentjax.data.config import ConditioningConfig, SourceConfig
 from agentjax.data.conversation import Conversation
-from agentjax.data.errors import BadInputPolicy, DataError
+from agentjax.util.errors import BadInputPolicy, DataError
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import Template
 

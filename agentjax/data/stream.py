@@ -10,8 +10,8 @@ import numpy as np
 
 from agentjax.data.config import DataConfig
 from agentjax.data.conversation import Conversation
-from agentjax.data.errors import DataError
-from agentjax.data.mixture import Mixture
+from agentjax.util.errors import DataError
+from agentjax.data.mixture import Mixture, RngStream
 from agentjax.data.packing import best_fit_pack, layout_rows
 from agentjax.data.sources import LoadedSource, load_source
 from agentjax.data.templates import Template, get_template
@@ -91,7 +91,7 @@ class RowStream:
             count("supervised", int(weights[1:].sum()))
         rows = best_fit_pack([len(ids) - 1 for ids, _ in examples], seq_len)
         if cfg.shuffle:
-            np.random.default_rng([cfg.seed, window.index, 3]).shuffle(rows)
+            np.random.default_rng([cfg.seed, window.index, RngStream.ROW_SHUFFLE]).shuffle(rows)
         counts["rows"] += len(rows)
         return layout_rows(examples, rows, seq_len, self.template.tokenizer.pad_id), counts
 

@@ -10,7 +10,10 @@ import io
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
-from agentjax.data.atomic import atomic_write
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
+
+from agentjax.util.atomic import atomic_write
 
 
 @runtime_checkable
@@ -43,9 +46,6 @@ class SentencePieceTokenizer:
     """
 
     def __init__(self, model: str | Path | bytes):
-        import sentencepiece as spm
-        from sentencepiece import sentencepiece_model_pb2
-
         proto = sentencepiece_model_pb2.ModelProto()
         proto.ParseFromString(model if isinstance(model, bytes) else Path(model).read_bytes())
         proto.normalizer_spec.add_dummy_prefix = False  # segment-wise encoding must concatenate exactly
@@ -94,20 +94,14 @@ def train_sentencepiece(
     vocab_size: int,
     out_path: str | Path,
     *,
-    user_symbols: Sequence[str] | None = None,
+    user_symbols: Sequence[str],
 ) -> SentencePieceTokenizer:
     """Train a small BPE sentencepiece model on `texts`, deterministically, and write it atomically to `out_path`.
 
     Byte fallback is on (any text round-trips), normalisation is identity, `\\n` is its own piece,
-    and `user_symbols` (default: every agentjax template's markers) become single pieces.
+    and `user_symbols` (pass `templates.template_markers()` for every template's markers) become single pieces.
     Ids: unk 0, BOS 1, EOS 2, pad 3.
     """
-    import sentencepiece as spm
-
-    if user_symbols is None:
-        from agentjax.data.templates import template_markers
-
-        user_symbols = template_markers()
     symbols = list(dict.fromkeys(["\n", *user_symbols]))
     model = io.BytesIO()
     try:

@@ -27,7 +27,8 @@ def read_config(model_dir: str | Path, **overrides) -> LlamaConfig:
     """The LlamaConfig stored in a model directory, with some fields changed (e.g. dtype)."""
     path = Path(model_dir) / "config.json"
     if not path.exists():
-        raise ConfigError(f"{model_dir}: not an agentjax model directory (no config.json)")
+        raise ConfigError(f"{model_dir}: not an agentjax model directory (no config.json); "
+                          "convert one with `agentjax convert hf-to-agentjax HF_DIR OUT_DIR`")
     data = json.loads(path.read_text())
     if data.pop("format", None) != FORMAT:
         raise ConfigError(f"{path}: field 'format' is not {FORMAT!r}; convert Hugging Face models with "

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, ConfigSection, from_dict
 from agentjax.sharding import constrain
 
 # ----------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ from agentjax.sharding import constrain
 
 
 @dataclass(frozen=True)
-class RopeScaling:
+class RopeScaling(ConfigSection):
     """RoPE frequency scaling for long contexts (Llama 3.1 `llama3` type, or plain `linear`)."""
 
     kind: Literal["llama3", "linear"] = "llama3"
@@ -38,7 +38,7 @@ class RopeScaling:
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ConfigSection):
     """Shape and numerics of a Llama model. YAML may name a `preset` and override any field."""
 
     vocab_size: int = 32000  # tokens in the vocabulary (rows of the embedding)
@@ -111,8 +111,6 @@ PRESETS: dict[str, dict] = {
 
 def preset(name: str, **overrides) -> LlamaConfig:
     """A preset config with some fields changed, e.g. `preset("tiny", n_layers=8)`."""
-    from agentjax.configlib import from_dict
-
     return from_dict(LlamaConfig, {"preset": name, **overrides})
 
 

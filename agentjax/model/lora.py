@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.model.llama import Dense, Llama, contract
 
 TARGETS = {
@@ -25,7 +25,7 @@ TARGETS = {
 
 
 @dataclass(frozen=True)
-class LoRAConfig:
+class LoRAConfig(ConfigSection):
     """Rank, scale (alpha / rank), dropout on the adapter input, and which projections get adapters."""
 
     rank: int = 8

@@ -1,6 +1,8 @@
-"""Evaluation tasks (questions + scoring): HotpotQA, StrategyQA, Bamboogle, MMLU, GSM8K."""
+"""Evaluation tasks (questions + scoring): HotpotQA, StrategyQA, Bamboogle, MMLU, GSM8K, and FireAct results files.
+
+The registry of tasks by name, which also holds the generated world (`agentjax.world`), is `agentjax.agent.registry`.
+"""
 
 from agentjax.tasks.base import Question, Task
-from agentjax.tasks.registry import TASKS, get_task
 
-__all__ = ["Question", "Task", "TASKS", "get_task"]
+__all__ = ["Question", "Task"]

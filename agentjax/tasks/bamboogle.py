@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentjax.tasks.base import Question, TextAnswerTask, resolve_file, take
-from agentjax.data.errors import DataError
-from agentjax.tasks.files import read_csv
+from agentjax.util.errors import DataError
+from agentjax.util.records import read_csv
 
 
 class Bamboogle(TextAnswerTask):

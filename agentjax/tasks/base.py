@@ -1,4 +1,4 @@
-"""What every task provides: `Question`s loaded from its files, and a scorer for predicted answers."""
+"""What every task provides: `Question`s loaded from its files, a scorer for predicted answers, and its tools."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal, Mapping
 
-from agentjax.data.errors import DataError
+from agentjax.configlib import ConfigSection
 from agentjax.tasks.scoring import best_over, exact_match, f1_score
+from agentjax.tools.config import ToolsConfig
+from agentjax.tools.registry import Toolkit
+from agentjax.util.errors import DataError
 
 AnswerKind = Literal["text", "yes_no", "choice", "number"]
 
@@ -34,11 +37,27 @@ class Question:
         return self.answers[0]
 
 
+@dataclass(frozen=True)
+class NoOptions(ConfigSection):
+    """The settings of a task that has none of its own (an eval config's `task_options` stays empty)."""
+
+
 class Task(ABC):
-    """A benchmark: `load` its questions, `score` a prediction; `metrics[0]` is the headline metric."""
+    """A benchmark: `load` its questions, `score` a prediction, give each episode its tools; `metrics[0]` is the
+    headline metric. `Options` is the config section of the task's own settings (an eval config's `task_options`)."""
 
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type[ConfigSection]] = NoOptions
+
+    @classmethod
+    def from_options(cls, options: ConfigSection) -> "Task":
+        """The task configured by its `Options` (most tasks have none)."""
+        return cls()
+
+    def toolkit(self, tools: ToolsConfig, split: str) -> Toolkit:
+        """The tools of this task's episodes: the configured ones (a task with its own tools overrides this)."""
+        return Toolkit(tools)
 
     @abstractmethod
     def load(self, path: str | Path, split: str = "dev", limit: int | None = None) -> list[Question]:

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
 from agentjax.tasks.base import Question, Task
-from agentjax.data.errors import DataError
-from agentjax.data.records import field
-from agentjax.tasks.files import read_json
+from agentjax.util.errors import DataError
+from agentjax.util.records import field, read_json
 
 _TOLERANCE = 1e-6
 

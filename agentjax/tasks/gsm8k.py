@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from agentjax.tasks.base import Question, Task, resolve_file, take
-from agentjax.data.errors import DataError
-from agentjax.data.records import field
-from agentjax.tasks.files import records
+from agentjax.util.errors import DataError
+from agentjax.util.records import field, records
 from agentjax.tasks.scoring import best_over, numeric_match, parse_number
 
 FINAL_ANSWER_MARK = "####"

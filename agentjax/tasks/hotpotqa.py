@@ -6,11 +6,9 @@ import random
 from pathlib import Path
 
 from agentjax.tasks.base import Question, TextAnswerTask, resolve_file, take
-from agentjax.data.records import field
-from agentjax.tasks.files import records
+from agentjax.util.records import field, records
 
 FIREACT_SHUFFLE_SEED = 233  # ReAct's seed; FireAct's "dev 0-500" questions are the first 500 after it
-FIREACT_EVAL_SIZE = 500
 
 
 class HotpotQA(TextAnswerTask):

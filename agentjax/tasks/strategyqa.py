@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentjax.tasks.base import Question, Task, resolve_file, take
-from agentjax.data.records import field
-from agentjax.tasks.files import records
+from agentjax.util.records import field, records
 from agentjax.tasks.scoring import best_over, yes_no_match
 
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agentjax.data.atomic import atomic_write
+from agentjax.util.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, ConfigSection
 
 
 @dataclass
-class HttpConfig:
+class HttpConfig(ConfigSection):
     """How networked tools talk to their servers: timeout, retries with exponential backoff, response cache."""
 
     timeout_s: float = 15.0
@@ -25,7 +25,7 @@ class HttpConfig:
 
 
 @dataclass
-class SerpApiConfig:
+class SerpApiConfig(ConfigSection):
     """Google search through SerpAPI, as FireAct ran it; the key is read from the environment, never the config."""
 
     base_url: str = "https://serpapi.com/search.json"
@@ -36,7 +36,7 @@ class SerpApiConfig:
 
 
 @dataclass
-class WikipediaConfig:
+class WikipediaConfig(ConfigSection):
     """Wikipedia through the MediaWiki API, with ReAct's search/lookup behaviour."""
 
     base_url: str = "https://en.wikipedia.org/w/api.php"
@@ -49,7 +49,7 @@ class WikipediaConfig:
 
 
 @dataclass
-class CorpusConfig:
+class CorpusConfig(ConfigSection):
     """BM25 search over a local JSONL corpus, one passage a line: {"title": ..., "text": ...}."""
 
     path: str = ""
@@ -63,14 +63,14 @@ class CorpusConfig:
 
 
 @dataclass
-class RecordedConfig:
+class RecordedConfig(ConfigSection):
     """Search replayed from recorded trajectories (FireAct results JSON, gpt-format JSONL, alpaca JSON)."""
 
     paths: list[str] = field(default_factory=list)  # files, or folders whose *.json / *.jsonl are all read
 
 
 @dataclass
-class ToolsConfig:
+class ToolsConfig(ConfigSection):
     """Which search backend the agent gets (tool name `search`), whether it has `calculate`; `finish` always."""
 
     search: Literal["serpapi", "wikipedia", "corpus", "recorded", "none"] = "recorded"

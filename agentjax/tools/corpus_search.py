@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from agentjax.data.errors import DataError
-from agentjax.data.records import field
-from agentjax.tasks.files import records
+from agentjax.util.errors import DataError
+from agentjax.util.records import field, records
 from agentjax.tools.base import ToolError
 from agentjax.tools.bm25_index import Bm25Index
 from agentjax.tools.config import CorpusConfig

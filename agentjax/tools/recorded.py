@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from agentjax.data.conversation import Turn
-from agentjax.data.errors import DataError
+from agentjax.util.errors import DataError
 from agentjax.data.formats import read_conversations, split_react_text
-from agentjax.data.records import field
-from agentjax.tasks.files import read_json
+from agentjax.util.records import field, read_json
 from agentjax.tools.base import ToolError, parse_action
 from agentjax.tools.bm25_index import Bm25Index
 

@@ -16,9 +16,10 @@ from jax.experimental import multihost_utils
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError
-from agentjax.data.atomic import atomic_write
-from agentjax.data.errors import BadInputPolicy
+from agentjax.util.atomic import atomic_write
+from agentjax.util.errors import BadInputPolicy
 from agentjax.data.formats import read_conversations
+from agentjax.data.templates import template_markers
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 from agentjax.model.checkpoint import abstract_model, restore_params
 from agentjax.model.llama import Llama, LlamaConfig
@@ -36,7 +37,7 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path) -> Tokenizer:
             with atomic_write(saved, "wb") as f:  # a kill mid-copy must not leave half a tokenizer
                 f.write(Path(cfg.tokenizer.path).read_bytes())
         else:
-            train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved)
+            train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved, user_symbols=template_markers())
     if jax.process_count() > 1:  # every process, whatever it saw on disk
         multihost_utils.sync_global_devices("agentjax tokenizer ready")
     return load_tokenizer(saved)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from agentjax.configlib import ConfigError, from_dict
+from agentjax.configlib import ConfigError, ConfigSection, from_dict
 from agentjax.data.config import DataConfig
+from agentjax.model.checkpoint import read_config
+from agentjax.model.llama import LlamaConfig
 from agentjax.model.lora import LoRAConfig
 from agentjax.sharding import MeshConfig
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(ConfigSection):
     """Where the model comes from: a preset (random init) or a converted checkpoint, plus field changes."""
 
     preset: str | None = None
@@ -23,22 +24,16 @@ class ModelSection:
     def validate(self):
         if (self.preset is None) == (self.checkpoint is None):
             raise ConfigError("set exactly one of preset (random init) and checkpoint (converted weights)")
-        if self.checkpoint is not None and not (Path(self.checkpoint) / "config.json").exists():
-            raise ConfigError(f"checkpoint: {self.checkpoint} is not an agentjax model directory (no config.json); "
-                              "convert one with `agentjax convert hf-to-agentjax HF_DIR OUT_DIR`")
 
     def resolve(self):
-        """The LlamaConfig this section describes."""
-        from agentjax.model.checkpoint import read_config
-        from agentjax.model.llama import LlamaConfig
-
+        """The LlamaConfig this section describes (reads the checkpoint's config.json)."""
         if self.checkpoint is not None:
             return read_config(self.checkpoint, **self.overrides)
         return from_dict(LlamaConfig, {"preset": self.preset, **self.overrides}, "model")
 
 
 @dataclass(frozen=True)
-class TokenizerSection:
+class TokenizerSection(ConfigSection):
     """A tokenizer file (a Llama-2 tokenizer.model), or train a small sentencepiece model on the data."""
 
     path: str | None = None
@@ -50,7 +45,7 @@ class TokenizerSection:
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(ConfigSection):
     """AdamW with decoupled weight decay (not on norms), global-norm clipping, and a schedule."""
 
     learning_rate: float = 3e-4
@@ -65,7 +60,7 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """Steps, batch, accumulation, loss options, and how often to log, evaluate and checkpoint."""
 
     steps: int = 100
@@ -92,7 +87,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(ConfigSection):
     """A training run: model, tokenizer, data, mesh, optimisation, optional LoRA, where results go."""
 
     model: ModelSection = field(default_factory=lambda: ModelSection(preset="tiny"))

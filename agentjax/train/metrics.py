@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import jax
+import tensorflow as tf  # TensorBoard's event writer (TF is already the data engine)
 from tqdm import tqdm
 
 from agentjax import perf
-from agentjax.data.atomic import atomic_write
+from agentjax.util.atomic import atomic_write
 
 
 @functools.cache
@@ -39,8 +40,6 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         if enabled:
             self._truncate_after(start_step)
-            import tensorflow as tf  # TensorBoard's event writer; TF is already our data engine
-
             self._tb = tf.summary.create_file_writer(str(Path(run_dir) / "tb"))
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not enabled,
                         dynamic_ncols=True)
@@ -59,8 +58,6 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         with self._tb.as_default(step=step):
-            import tensorflow as tf
-
             for key, value in metrics.items():
                 tf.summary.scalar(key, float(value))
         self._tb.flush()

@@ -11,10 +11,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from agentjax import sharding
+from agentjax.data.packing import BATCH_FIELDS
 from agentjax.train.config import TrainConfig
 from agentjax.train.optim import decay_mask, learning_rate_schedule, make_optimizer
 from agentjax.train.state import TrainState, abstract_state, make_init, shardings_of
-from agentjax.train.step import BATCH_FIELDS, make_eval_step, make_train_step
+from agentjax.train.step import make_eval_step, make_train_step
 
 
 class TrainProgram:

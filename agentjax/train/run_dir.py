@@ -15,8 +15,8 @@ import yaml
 from flax import nnx
 
 from agentjax import sharding
-from agentjax.configlib import load, to_dict
-from agentjax.data.atomic import atomic_write
+from agentjax.configlib import ConfigError, load, to_dict
+from agentjax.util.atomic import atomic_write
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer
 from agentjax.model.llama import Llama
 from agentjax.model.lora import merge_lora
@@ -45,7 +45,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     """The config a run was (last) started with, its base checkpoint and tokenizer paths absolute."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a training run directory?")
+        raise ConfigError(f"run: {run_dir} is not a training run directory (no {CONFIG_FILE})")
     return load(RunConfig, path)
 
 

@@ -16,8 +16,6 @@ from flax import nnx
 
 from agentjax.train.state import TrainState
 
-BATCH_FIELDS = ("inputs", "targets", "positions", "segment_ids", "weights")
-
 
 def token_loss_sums(model, batch: dict, z_loss: float, dropout_key) -> tuple[jax.Array, dict]:
     """(objective sum, parts): summed weighted cross-entropy (+ z-loss) over the batch's tokens."""

@@ -7,6 +7,7 @@ from the latest one, and the resumed run's losses and final parameters equal an 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -20,6 +21,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from agentjax import perf, sharding
+from agentjax.data.packing import BATCH_FIELDS
+from agentjax.data.pipeline import Pipeline
 from agentjax.train.build import build_model, prepare_tokenizer, resolve_model_config, trainable_filter
 from agentjax.model.llama import Llama
 from agentjax.train.checkpoint import Checkpoints
@@ -27,7 +30,6 @@ from agentjax.train.config import RunConfig
 from agentjax.train.metrics import MetricsLog, peak_flops
 from agentjax.train.program import TrainProgram
 from agentjax.train.run_dir import write_run_config
-from agentjax.train.step import BATCH_FIELDS
 from agentjax.train.validate import validate_run
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,6 @@ class Trainer:
     """Owns the compiled step, the state, the data pipelines and the checkpoints of one run."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None):
-        from agentjax.data.pipeline import Pipeline  # TF is imported only by runs that read data
-
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.output_dir)
         sharding.initialize_distributed()
@@ -112,57 +112,64 @@ class Trainer:
         """Train to `train.steps` (or the end of finite data), or until SIGTERM (save, stop), or a non-finite loss
         (stop, keep the last good checkpoint). The loss of step s is read while step s+1 runs."""
         cfg = self.cfg.train
-        preempt = _PreemptionFlag()
-        metrics_log = MetricsLog(self.run_dir, cfg.steps, self.start_step, enabled=jax.process_index() == 0)
-        flops_per_token = perf.train_flops_per_token(self.model_cfg, self.cfg.data.seq_len)
-        tokens_per_step = cfg.global_batch * self.cfg.data.seq_len
-        step = saved = self.start_step
-        last_loss, unchecked, stop = None, None, False
-        window_start, window_steps = time.perf_counter(), 0
-        batches = iter(self.pipeline)
-        try:
+        losses, window = _DeferredLossCheck(self._check), _Throughput(cfg.global_batch * self.cfg.data.seq_len)
+        step, stop, self.saved_step = self.start_step, False, self.start_step
+        with self._loop_resources() as (batches, metrics_log, preempt):
             while step < cfg.steps and not stop:
-                local = next(batches, None)
-                if local is None:
+                if (local := next(batches, None)) is None:
                     log.warning("the data ended after step %d of %d (data.epochs=%s)", step, cfg.steps, self.cfg.data.epochs)
                     break
-                with sharding.activate(self.mesh):
-                    self.state, metrics = self.program.train_step(self.state, self.frozen, self.global_batch(local))
-                step += 1
-                window_steps += 1
-                if unchecked is not None:
-                    last_loss = self._check(*unchecked)
-                unchecked = (step, metrics)
+                step, metrics = step + 1, self.train_step(local)
+                losses.defer(step, metrics)
+                window.tick()
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    last_loss, unchecked = self._check(*unchecked), None
-                    rate = window_steps * tokens_per_step / (time.perf_counter() - window_start)
-                    record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    record.update(learning_rate=float(self.program.schedule(step - 1)), tokens_per_s=rate,
-                                  mfu=rate * flops_per_token / peak_flops(),
-                                  packing_efficiency=self.pipeline.counters["packing_efficiency"])
-                    if cfg.eval_every and step % cfg.eval_every == 0:
-                        record["held_out_loss"] = self.held_out_loss()
-                    metrics_log.write(step, record)
-                    window_start, window_steps = time.perf_counter(), 0
+                    losses.check_pending()
+                    metrics_log.write(step, self._log_record(step, metrics, window.rate()))
                 metrics_log.advance()
                 stop = preempt.any()
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                    if unchecked is not None:  # never save a state whose loss was not checked
-                        last_loss, unchecked = self._check(*unchecked), None
-                    self.checkpoints.save(self.state, self.pipeline.state())
-                    saved = step
-            if unchecked is not None:
-                last_loss = self._check(*unchecked)
-            if step != saved:  # the data ended between checkpoints
-                self.checkpoints.save(self.state, self.pipeline.state())
-            if stop:
-                log.warning("SIGTERM: saved step %d; rerun the same command to resume", step)
-        finally:
-            batches.close()
-            self.checkpoints.close()
-            metrics_log.close()
-            preempt.restore()
-        return RunResult(self.run_dir, step, last_loss, stop)
+                    self._save(step, losses)
+            self._save(step, losses, only_if_unsaved=True)  # the data ended between checkpoints
+        if stop:
+            log.warning("SIGTERM: saved step %d; rerun the same command to resume", step)
+        return RunResult(self.run_dir, step, losses.last_loss, stop)
+
+    @contextlib.contextmanager
+    def _loop_resources(self):
+        """The data iterator, the metrics log and the SIGTERM flag of one `run`, each closed however it ends."""
+        with contextlib.ExitStack() as cleanup:
+            batches = iter(self.pipeline)
+            cleanup.callback(self.checkpoints.close)
+            cleanup.callback(batches.close)
+            metrics_log = MetricsLog(self.run_dir, self.cfg.train.steps, self.start_step,
+                                     enabled=jax.process_index() == 0)
+            cleanup.callback(metrics_log.close)
+            preempt = _PreemptionFlag()
+            cleanup.callback(preempt.restore)
+            yield batches, metrics_log, preempt
+
+    def train_step(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """One optimizer step on this process's rows of the global batch; returns its metrics (not yet read)."""
+        with sharding.activate(self.mesh):
+            self.state, metrics = self.program.train_step(self.state, self.frozen, self.global_batch(local))
+        return metrics
+
+    def _log_record(self, step: int, metrics, tokens_per_s: float) -> dict[str, float]:
+        """The metrics line of `step`: its step metrics, learning rate, throughput, MFU, packing, held-out loss."""
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        record.update(learning_rate=float(self.program.schedule(step - 1)), tokens_per_s=tokens_per_s,
+                      mfu=tokens_per_s * perf.train_flops_per_token(self.model_cfg, self.cfg.data.seq_len) / peak_flops(),
+                      packing_efficiency=self.pipeline.counters["packing_efficiency"])
+        if self.cfg.train.eval_every and step % self.cfg.train.eval_every == 0:
+            record["held_out_loss"] = self.held_out_loss()
+        return record
+
+    def _save(self, step: int, losses: "_DeferredLossCheck", only_if_unsaved: bool = False) -> None:
+        """Checkpoint the state and the data position, after checking the pending loss (never save a bad state)."""
+        losses.check_pending()
+        if not (only_if_unsaved and self.saved_step == step):
+            self.checkpoints.save(self.state, self.pipeline.state())
+            self.saved_step = step
 
     def _check(self, step: int, metrics) -> float:
         """The step's loss, after checking that it and the gradient norm are finite (else stop the run)."""
@@ -174,6 +181,44 @@ class Trainer:
                 f"(step {self.checkpoints.latest_step()}) is kept in {self.checkpoints.directory}. Lower "
                 "train.optimizer.learning_rate, enable train.optimizer.clip_norm, or check the data.")
         return loss
+
+
+class _DeferredLossCheck:
+    """Checks each step's loss one step late, so reading it never stalls the device between steps."""
+
+    def __init__(self, check):
+        self.check = check
+        self.pending: tuple[int, dict] | None = None
+        self.last_loss: float | None = None
+
+    def defer(self, step: int, metrics) -> None:
+        """Check the previous step's loss, and hold this one's."""
+        self.check_pending()
+        self.pending = (step, metrics)
+
+    def check_pending(self) -> float | None:
+        """Check the held step's loss now (if any); the latest checked loss."""
+        if self.pending is not None:
+            self.last_loss, self.pending = self.check(*self.pending), None
+        return self.last_loss
+
+
+class _Throughput:
+    """Tokens per second over the steps since the last reading."""
+
+    def __init__(self, tokens_per_step: int):
+        self.tokens_per_step = tokens_per_step
+        self.start, self.steps = time.perf_counter(), 0
+
+    def tick(self) -> None:
+        self.steps += 1
+
+    def rate(self) -> float:
+        """The rate since the last reading; starts a new window."""
+        now = time.perf_counter()
+        rate = self.steps * self.tokens_per_step / (now - self.start)
+        self.start, self.steps = now, 0
+        return rate
 
 
 class _PreemptionFlag:

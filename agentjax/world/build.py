@@ -1,4 +1,4 @@
-"""The built-in tool-use world: invented entities, their documents and questions, in train/dev/test splits.
+"""Generate the tool-use world: invented entities, their documents and questions, in train/dev/test splits.
 
 Each split is its own region: its people, places and organisations refer only to one another, so no entity
 of a dev or test question ever appears in training text, and answering needs the tools, not memory.
@@ -12,19 +12,18 @@ import itertools
 import json
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from agentjax.configlib import ConfigError
-from agentjax.tasks.base import Question, TextAnswerTask, take
-from agentjax.tasks.world_entities import Entity, NameMaker, RegionSize, make_region
-from agentjax.tasks.world_questions import QUESTION_KINDS, Program, Region, draw_questions, gold_answer
+from agentjax.configlib import ConfigError, ConfigSection
+from agentjax.tasks.base import Question
+from agentjax.world.entities import Entity, NameMaker, RegionSize, make_region
+from agentjax.world.questions import QUESTION_KINDS, Program, Region, draw_questions, gold_answer
 
 SPLITS = ("train", "dev", "test")
 _ANSWER_KINDS = {"yes_no": "yes_no", "arithmetic": "number"}
 
 
 @dataclass
-class WorldConfig:
+class WorldConfig(ConfigSection):
     """Size and seed of the world: entity counts over all splits, each split's share, questions per kind."""
 
     seed: int = 0
@@ -127,17 +126,3 @@ def _question(qid: str, text: str, kind: str, split: str, program: Program, ment
     return Question(id=qid, question=text, answers=(answer,), kind=_ANSWER_KINDS.get(kind, "text"),
                     meta={"type": kind, "split": split, "entities": entities})
 
-
-class WorldTask(TextAnswerTask):
-    """The generated world as a Task: SQuAD-normalised EM and F1 against the gold; `meta["type"]` is the kind."""
-
-    name = "world"
-
-    def __init__(self, world: World | None = None):
-        self.world = world or build_world()
-
-    def load(self, path: str | Path = "", split: str = "test", limit: int | None = None) -> list[Question]:
-        """The first `limit` questions of `split`; `path` is unused (the world is generated, not read)."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return take(self.world.questions[split], limit)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from agentjax.agent.config import EvalConfig
+from agentjax.agent.evaluate import evaluate, format_summary, task_metrics
+from agentjax.configlib import load
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML eval config (see configs/)")
@@ -11,10 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from agentjax.agent.config import EvalConfig
-    from agentjax.agent.evaluate import evaluate, format_summary, task_metrics
-    from agentjax.configlib import load
-
     cfg = load(EvalConfig, args.config, args.overrides)
     summary = evaluate(cfg)
     print(format_summary(summary, task_metrics(cfg)))

@@ -14,12 +14,13 @@ from typing import Callable, Iterable
 
 from agentjax.data.conversation import Conversation, Outcome, Turn
 from agentjax.tasks.base import Question
-from agentjax.tasks.general_chat import general_chat, general_exchange
-from agentjax.tasks.trajectory_format import Step, chat_system_prompt, chat_turns, react_turns
-from agentjax.tasks.world import World, WorldTask
-from agentjax.tasks.world_entities import RELATIONS, read_fact
-from agentjax.tasks.world_questions import Hop, Program, Region, calc_expression, conclude, gold_answer, hop_subject
-from agentjax.tasks.world_tools import WorldToolkit
+from agentjax.world.general_chat import general_chat, general_exchange
+from agentjax.world.trajectory_format import Step, chat_system_prompt, chat_turns, react_turns
+from agentjax.world.build import World
+from agentjax.world.task import WorldTask
+from agentjax.world.entities import RELATIONS, read_fact
+from agentjax.world.questions import Hop, Program, Region, calc_expression, conclude, gold_answer, hop_subject
+from agentjax.world.tools import WorldToolkit
 from agentjax.tools.base import Tool, run_action
 
 METHODS = ("react", "cot", "reflexion", "noisy", "chat", "no_tool", "general")

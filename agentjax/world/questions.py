@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Literal, NoReturn
 
-from agentjax.tasks.world_entities import HOBBIES, KINDS, LANDMARKS, PRODUCTS, Entity
+from agentjax.world.entities import HOBBIES, KINDS, LANDMARKS, PRODUCTS, Entity
 
 QUESTION_KINDS = ("bridge", "comparison", "yes_no", "arithmetic", "direct")
 Combine = Literal["last", "min", "max", "same", "less", "greater", "equals", "calc", "direct"]

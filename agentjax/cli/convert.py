@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agentjax.model import convert
+from agentjax.train.build import TOKENIZER_FILE
+from agentjax.train.run_dir import is_run_dir, load_trained_model
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("direction", choices=["hf-to-agentjax", "agentjax-to-hf"])
@@ -18,16 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from agentjax.model import convert
-    from agentjax.train.run_dir import is_run_dir
-
     if args.direction == "hf-to-agentjax":
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")
     elif is_run_dir(args.src):
-        from agentjax.train import load_trained_model
-        from agentjax.train.build import TOKENIZER_FILE
-
         model, _ = load_trained_model(args.src)
         convert.agentjax_to_hf(model, args.dst, dtype=args.dtype, extra_files=[Path(args.src) / TOKENIZER_FILE])
         print(f"wrote {args.dst} from the training run {args.src} (Hugging Face LlamaForCausalLM, safetensors)")

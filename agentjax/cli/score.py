@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from agentjax.data.atomic import atomic_write
-from agentjax.data.errors import DataError
+from agentjax.util.atomic import atomic_write
+from agentjax.util.errors import DataError
 from agentjax.tasks.fireact_results import Rescored, rescore
-from agentjax.tasks.registry import TASKS, get_task
+from agentjax.agent.registry import TASKS, get_task
 
 _SHOWN_DISAGREEMENTS = 5
 

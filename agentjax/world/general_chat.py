@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agentjax.tasks.world_entities import HOBBIES, LANDMARKS, OCCUPATIONS, PRODUCTS
+from agentjax.world.entities import HOBBIES, LANDMARKS, OCCUPATIONS, PRODUCTS
 
 _WORDS = HOBBIES + LANDMARKS + OCCUPATIONS + PRODUCTS
 

@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 
+from agentjax.configlib import load
+from agentjax.train.config import RunConfig
+from agentjax.train.trainer import TrainingDiverged, train
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML recipe (see configs/)")
@@ -13,10 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from agentjax.configlib import load
-    from agentjax.train.config import RunConfig
-    from agentjax.train.trainer import TrainingDiverged, train
-
     # force: importing TensorFlow/orbax may already have configured the root logger
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("agentjax").setLevel(logging.INFO)

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from agentjax import sharding
+from agentjax.model import Llama, preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from agentjax import sharding
-    from agentjax.model import Llama, preset
-
     cfg = preset(args.preset)
     mesh = sharding.make_mesh()
     t0 = time.perf_counter()

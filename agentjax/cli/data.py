@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from agentjax.configlib import ConfigError, apply_overrides, expand_env, from_dict, read_yaml
-from agentjax.data.atomic import atomic_write
+from agentjax.util.atomic import atomic_write
 from agentjax.data.config import DataConfig
 from agentjax.data.formats import read_conversations
 from agentjax.data.sources import load_source
-from agentjax.data.templates import get_template
+from agentjax.data.stats import epoch_stats
+from agentjax.data.templates import get_template, template_markers
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
 TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained text ⟧
@@ -42,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "inspect":
         inspect(config, tokenizer, args.num, args.source)
     else:
-        from agentjax.data.stats import epoch_stats
-
         stats = epoch_stats(config, tokenizer)
         print(format_stats(stats))
         if args.json_out:
@@ -116,9 +116,7 @@ def format_stats(stats: dict) -> str:
 
 def _tokenizer_from_data(config: DataConfig, vocab_size: int) -> Tokenizer:
     """A small tokenizer trained on the configured sources' text (for looking at data without a model at hand)."""
-    import tempfile
-
     texts = [t.content for s in config.sources for p in s.paths for c in read_conversations(p, s.format) for t in c.turns]
     print(f"(tokenizer: sentencepiece trained on the fly, vocab {vocab_size}; pass --tokenizer for your model's)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        return train_sentencepiece(texts, vocab_size, Path(tmp) / "tokenizer.model")
+        return train_sentencepiece(texts, vocab_size, Path(tmp) / "tokenizer.model", user_symbols=template_markers())

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from agentjax.tasks.world import World
-from agentjax.tasks.world_entities import SEARCH_SENTENCES
+from agentjax.world.build import World
+from agentjax.world.entities import SEARCH_SENTENCES
 from agentjax.tools.base import FunctionTool, Tool
 from agentjax.tools.calculator import Calculator
 from agentjax.tools.config import WikipediaConfig
