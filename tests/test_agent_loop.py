@@ -1,8 +1,12 @@
 """The episode loop: kept cache == re-prefill, replay == training ids, no recompiles, tool failures, resume."""
 
 import json
-from dataclasses import replace
+import os
+import subprocess
+import sys
 import threading
+import time
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -186,3 +190,47 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_pa
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n"] == 8
     with pytest.raises(ConfigError, match="max_steps"):  # another setting must not resume these transcripts
         evaluate(replace(cfg, max_steps=3), progress=False)
+
+
+STUCK_TOOL_EPISODE = '''
+import threading
+from agentjax.agent.decode import EOS
+from agentjax.agent.loop import AgentLoop, LoopSettings
+from agentjax.agent.methods import EpisodeStart
+from agentjax.tasks.base import Question
+from agentjax.tools.base import FunctionTool
+
+class NoModel:  # the reply is scripted: no cache to fill
+    batch, max_len = 1, 1 << 20
+    def new_state(self): return None, None
+    def warm_up(self, cache, logits): return cache, logits
+    def extend(self, cache, logits, news, starts): return cache, logits
+
+class TurnCounter:  # a template whose token ids are one per turn
+    tokenizer, stop_strings = None, ()
+    def prompt(self, conversation): return list(range(len(conversation.turns)))
+    def reply_content(self, reply): return reply
+
+class OneReply(AgentLoop):
+    def _generate(self, rows, cache, logits, key):
+        return {0: ("Action: search[anything]", EOS)}, cache, key
+
+stuck = FunctionTool("search", "never answers", lambda _: threading.Event().wait())
+loop = OneReply(NoModel(), TurnCounter(), EpisodeStart(), lambda q: {"search": stuck},
+                LoopSettings(max_steps=1, tool_timeout_s=0.2))
+loop.run([Question("q", "?", ("x",))], lambda ep: print(ep.status.value, ep.calls[0].observation, flush=True))
+'''
+
+
+def test_item1_a_stuck_tool_call_cannot_keep_the_process_from_exiting():
+    """An episode whose tool never returns gets its timeout observation, and the process then exits at once (a
+    thread-pool thread stuck in the tool used to keep `agentjax eval` from ever exiting)."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-c", STUCK_TOOL_EPISODE], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit within 60 s of its last episode")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "max_steps The search tool failed: no answer within 0.2 s."
+    assert time.monotonic() - started < 30

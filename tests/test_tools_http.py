@@ -10,29 +10,33 @@ import json
 import logging
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
 
 from agentjax.configlib import ConfigError
 from agentjax.tools import ToolError, Toolkit, ToolsConfig, run_action
-from agentjax.tools.config import HttpConfig, SerpApiConfig, WikipediaConfig
+from agentjax.tools.base import FunctionTool
+from agentjax.tools.config import CorpusConfig, HttpConfig, SerpApiConfig, WikipediaConfig
 
 KEY = "sk-test-SECRET-9f8e7d6c"
 
 
 @dataclass
 class Reply:
-    """A recorded server reply: a JSON-able body (or raw text), a status, optional delay and headers."""
+    """A recorded server reply: a JSON-able body (or raw text), a status, optional delay, headers, and a drip (the
+    body sent one byte every `drip` seconds)."""
 
     body: Any
     status: int = 200
     delay: float = 0.0
     headers: dict = field(default_factory=dict)
+    drip: float = 0.0
 
 
 class LocalServer:
@@ -42,6 +46,7 @@ class LocalServer:
         self.replies: list[Reply] = []
         self.route: Callable[[dict], Reply] | None = None
         self.requests: list[dict] = []
+        self.closed = threading.Event()  # ends dripping replies when the test is over
         self._lock = threading.Lock()
         owner = self
 
@@ -57,7 +62,13 @@ class LocalServer:
                     for name, value in {"Content-Type": "application/json", **reply.headers}.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(body.encode())
+                    if not reply.drip:
+                        self.wfile.write(body.encode())
+                    for byte in body.encode() if reply.drip else b"":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if owner.closed.wait(reply.drip):
+                            return
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
 
@@ -87,6 +98,7 @@ def server():
     thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield srv
+    srv.closed.set()
     srv.httpd.shutdown()
     srv.httpd.server_close()
 
@@ -175,7 +187,7 @@ def test_timeout_is_a_failure_observation_and_the_episode_goes_on(server, tmp_pa
     tools = toolkit.new_episode()
     failed = run_action(tools, "search[slow query]")
     assert failed.status == "tool_error"
-    assert "no reply within 0.1s" in failed.observation and "after 2 attempts" in failed.observation
+    assert "no complete reply within 0.1s" in failed.observation and "after 2 attempts" in failed.observation
     assert run_action(tools, "search[another query]").observation == "on time"
 
 
@@ -396,3 +408,87 @@ def test_wikipedia_api_error_is_not_cached_and_5xx_is_retried(server, tmp_path, 
     assert failed.status == "tool_error" and "5 seconds lagged" in failed.observation
     assert run_action(tools, "search[Albert Einstein]").observation.startswith("Albert Einstein (14 March 1879")
     assert len(server.requests) == 3 and sleeps == [0.25]
+
+
+# --- hostile servers (issue 13) ------------------------------------------------------------------------------
+
+
+def test_item1_a_dripping_reply_fails_at_its_deadline(server, tmp_path, sleeps, monkeypatch):
+    """A server sending one byte every 0.1 s (each read well within the timeout) cannot hold a call open: the whole
+    reply has a deadline, so the call fails within about timeout_s instead of reading for minutes."""
+    server.serve(Reply(google({"answer": "slow " * 100}), drip=0.1))
+    toolkit = serpapi_toolkit(server, tmp_path, sleeps, monkeypatch, timeout_s=0.5, retries=0)
+    results: list = []
+    started = time.monotonic()
+    caller = threading.Thread(target=lambda: results.append(search(toolkit, "q")), daemon=True)
+    caller.start()
+    caller.join(timeout=5)
+    assert results, "the call was still reading the dripping reply after 5 s"
+    assert time.monotonic() - started < 3
+    assert results[0].status == "tool_error" and "no complete reply within 0.5s" in results[0].observation
+
+
+def test_item5_a_50mb_reply_is_refused_unread_and_uncached(server, tmp_path, sleeps, monkeypatch):
+    """A 50 MB reply is cut off at max_reply_bytes: a failure observation, nothing cached, not retried."""
+    server.serve(Reply(google({"answer": "x" * 50_000_000})))
+    toolkit = serpapi_toolkit(server, tmp_path, sleeps, monkeypatch)
+    result = search(toolkit, "q")
+    assert result.status == "tool_error" and "larger than 4,194,304 bytes" in result.observation
+    assert len(server.requests) == 1 and not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_item5_observations_are_capped_with_the_cut_marked(server, tmp_path, sleeps, monkeypatch):
+    """A long answer, the echo of a 1 MB search argument and of a 1 MB invalid action all become observations of at
+    most 4,000 characters plus a note of how much was cut; max_chars changes the cap."""
+    server.serve(Reply(google({"answer": "a" * 100_000})))
+    long = search(serpapi_toolkit(server, tmp_path, sleeps, monkeypatch), "q").observation
+    assert long == "a" * 4000 + " [... 96,000 more characters cut]"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"title": "Paris", "text": "Paris is the capital of France."}) + "\n")
+    tools = Toolkit(ToolsConfig(search="corpus", corpus=CorpusConfig(path=str(corpus)))).new_episode()
+    echoed = run_action(tools, f"search[{'w' * 1_000_000}]").observation
+    assert echoed.startswith("No results found for 'www") and echoed.endswith(" [... 996,024 more characters cut]")
+    invalid = run_action(tools, "z" * 1_000_000).observation
+    assert invalid.startswith("Invalid action 'zzz") and len(invalid) < 4100
+    short = run_action({"search": FunctionTool("search", "", lambda _: "b" * 50)}, "search[x]", max_chars=10)
+    assert short.observation == "b" * 10 + " [... 40 more characters cut]"
+
+
+@pytest.mark.parametrize("empty", [{}, {"search_parameters": {"q": "q"}}])
+def test_item10_a_reply_that_is_no_result_page_is_not_cached(server, tmp_path, sleeps, monkeypatch, empty):
+    """HTTP 200 with `{}` (or any object without search_metadata) is a failure, asked again next time, not cached
+    as "No results"."""
+    server.serve(Reply(empty), Reply(google({"answer": "real"})))
+    toolkit = serpapi_toolkit(server, tmp_path, sleeps, monkeypatch)
+    failed = search(toolkit, "q")
+    assert failed.status == "tool_error" and "not a result page" in failed.observation
+    assert search(toolkit, "q").observation == "real" and len(server.requests) == 2
+
+
+def test_item10_an_empty_wikipedia_reply_is_not_cached(server, tmp_path, sleeps):
+    """`{}` from MediaWiki is a failure, not a missing page: the next call asks again and finds the page."""
+    server.serve(Reply({}), Reply(wiki_page("Albert Einstein", EINSTEIN)))
+    tools = wiki_toolkit(server, tmp_path, sleeps).new_episode()
+    failed = run_action(tools, "search[Albert Einstein]")
+    assert failed.status == "tool_error" and "not a query result" in failed.observation
+    assert run_action(tools, "search[Albert Einstein]").observation.startswith("Albert Einstein (14 March")
+
+
+@pytest.mark.parametrize("key", ['sk-back\\slash-9f8e', 'sk-ключ-9f8e', 'sk-"quoted"-9f8e'])
+def test_item10_keys_that_json_escapes_are_still_redacted(server, tmp_path, sleeps, monkeypatch, caplog, key):
+    """A key with a backslash, non-ASCII letters or a quote, echoed by the server inside JSON (where it appears
+    escaped), is redacted from observations, error messages, logs and the cache in every form."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SERPAPI_API_KEY", key)
+    config = ToolsConfig(search="serpapi", serpapi=SerpApiConfig(base_url=server.url),
+                         http=HttpConfig(retries=0, cache_dir=str(tmp_path / "cache")))
+    toolkit = Toolkit(config, sleep=sleeps.append)
+    server.serve(Reply(google({"answer": f"the key is {key}"})), Reply({"error": f"Invalid API key {key}"}, status=401))
+    texts = [search(toolkit, "one").observation, search(toolkit, "two").observation]
+    texts += [p.read_text(encoding="utf-8") for p in (tmp_path / "cache").rglob("*.json")]
+    texts.append(caplog.text)
+    assert all(r["api_key"] == key for r in server.requests)
+    assert texts[0] == "the key is ***" and "HTTP 401" in texts[1] and "***" in texts[1]
+    escaped = {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1], quote(key), quote_plus(key)}
+    for text in texts:
+        assert not any(form in text for form in escaped), text

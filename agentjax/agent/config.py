@@ -10,6 +10,7 @@ from agentjax.agent.registry import task_options
 from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.config import ConditioningConfig
 from agentjax.sharding import MeshConfig
+from agentjax.tools.base import OBSERVATION_MAX_CHARS
 from agentjax.tools.config import ToolsConfig
 from agentjax.train.config import ModelSection
 from agentjax.train.run_dir import read_run_config
@@ -52,6 +53,7 @@ class EvalConfig(ConfigSection):
     conditioning: ConditioningConfig | None = None  # NAT: ask for the positive outcome (default: the run's)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tool_timeout_s: float = 60.0
+    observation_max_chars: int = OBSERVATION_MAX_CHARS  # a longer tool observation is cut, the cut marked in it
     mesh: MeshConfig = field(default_factory=MeshConfig)
     output_dir: str = "runs/eval"
     seed: int = 0
@@ -63,6 +65,8 @@ class EvalConfig(ConfigSection):
             raise ConfigError("model: needs tokenizer (a tokenizer.model file)")
         if self.system_prompt and self.system_prompt_file:
             raise ConfigError("set system_prompt or system_prompt_file, not both")
+        if self.tool_timeout_s <= 0 or self.observation_max_chars < 1:
+            raise ConfigError("tool_timeout_s and observation_max_chars must be > 0")
         task_options(self.task, self.task_options)
 
     def system_prompt_text(self) -> str:

@@ -131,7 +131,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh),
         template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
         LoopSettings(cfg.max_steps, Sampling(g.temperature, g.top_k, g.top_p), cfg.tool_timeout_s,
-                     reply_without_action=cfg.reply_without_action, seed=cfg.seed),
+                     cfg.observation_max_chars, reply_without_action=cfg.reply_without_action, seed=cfg.seed),
     )
     primary = task.metrics[0]
     bar = tqdm(total=len(questions), initial=len(records), desc=f"eval {cfg.task}", unit="episode",

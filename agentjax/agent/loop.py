@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -24,7 +25,7 @@ from agentjax.agent.methods import EpisodeStart, extract_action
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.templates import Template
 from agentjax.tasks.base import Question
-from agentjax.tools.base import Tool, ToolResult, run_action
+from agentjax.tools.base import OBSERVATION_MAX_CHARS, Tool, ToolResult, run_action
 
 
 class EpisodeStatus(str, enum.Enum):
@@ -43,7 +44,7 @@ class LoopSettings:
     max_steps: int = 11  # replies per episode (FireAct: 11, ReAct: 7)
     sampling: Sampling = Sampling()
     tool_timeout_s: float = 60.0  # an observation says so when a tool takes longer
-    tool_threads: int = 8
+    observation_max_chars: int = OBSERVATION_MAX_CHARS  # longer observations are cut (the cut is marked)
     reply_without_action: str = "invalid"  # "invalid": tell the agent; "answer": the reply is its final answer
     seed: int = 0
 
@@ -104,21 +105,17 @@ class AgentLoop:
         rows: list[Episode | None] = [None] * self.decoder.batch
         cache, logits = self.decoder.warm_up(*self.decoder.new_state())
         key = jax.random.key(self.settings.seed)
-        pool = cf.ThreadPoolExecutor(self.settings.tool_threads)
-        try:
-            while True:
-                for r in range(len(rows)):
-                    if rows[r] is None and (q := next(queue, None)) is not None:
-                        rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q))
-                if all(e is None for e in rows):
-                    return
-                cache, logits = self._sync_caches(rows, cache, logits, on_done)
-                if all(e is None for e in rows):
-                    continue
-                replies, cache, key = self._generate(rows, cache, logits, key)
-                self._act(rows, replies, pool, on_done)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # a tool that timed out must not hold up the end
+        while True:
+            for r in range(len(rows)):
+                if rows[r] is None and (q := next(queue, None)) is not None:
+                    rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q))
+            if all(e is None for e in rows):
+                return
+            cache, logits = self._sync_caches(rows, cache, logits, on_done)
+            if all(e is None for e in rows):
+                continue
+            replies, cache, key = self._generate(rows, cache, logits, key)
+            self._act(rows, replies, on_done)
 
     # -- the three phases of a step ---------------------------------------------------------------
 
@@ -157,8 +154,8 @@ class AgentLoop:
             replies[r] = (cut_at_stop(text, self.template.stop_strings), int(reasons[r]))
         return replies, out.cache, out.key
 
-    def _act(self, rows, replies, pool, on_done):
-        """Record each reply, run its action in the thread pool, and append the observations."""
+    def _act(self, rows, replies, on_done):
+        """Record each reply, run its action on a tool thread, and append the observations."""
         pending = {}
         for r, (reply, reason) in replies.items():
             ep = rows[r]
@@ -173,7 +170,8 @@ class AgentLoop:
                 ep.prediction = ep.conversation.turns[-1].content.strip()
                 self._end(rows, r, EpisodeStatus.FINISHED, on_done)
                 continue
-            pending[r] = (action, pool.submit(_timed_action, ep.tools, action or ep.conversation.turns[-1].content))
+            pending[r] = (action, start_tool_call(ep.tools, action or ep.conversation.turns[-1].content,
+                                                  self.settings.observation_max_chars))
         for r, (action, future) in pending.items():
             ep = rows[r]
             try:
@@ -208,7 +206,17 @@ def cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-def _timed_action(tools: Mapping[str, Tool], action: str) -> tuple[ToolResult, float]:
-    t0 = time.perf_counter()
-    result = run_action(tools, action)
-    return result, time.perf_counter() - t0
+def start_tool_call(tools: Mapping[str, Tool], action: str, max_chars: int) -> cf.Future:
+    """Run the action on its own daemon thread; the future gives (result, seconds). A call abandoned at its timeout
+    may go on in the background, but it can never keep the process from exiting (a pool's threads would)."""
+    future: cf.Future = cf.Future()
+
+    def call() -> None:
+        t0 = time.perf_counter()
+        try:
+            future.set_result((run_action(tools, action, max_chars), time.perf_counter() - t0))
+        except BaseException as e:  # run_action turns tool errors into results; this is a bug, shown to the caller
+            future.set_exception(e)
+
+    threading.Thread(target=call, name="agentjax-tool-call", daemon=True).start()
+    return future

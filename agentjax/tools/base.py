@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
+OBSERVATION_MAX_CHARS = 4000  # what one observation may add to the context (and to transcripts)
 _ACTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\[(.*)\]\s*$", re.DOTALL)
 
 
@@ -64,8 +66,24 @@ class ToolResult:
     action: Action | None = None
 
 
-def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
-    """Parse `name[argument]` and call the tool; bad actions and tool failures become observations, not exceptions."""
+def run_action(tools: Mapping[str, Tool], text: str, max_chars: int = OBSERVATION_MAX_CHARS) -> ToolResult:
+    """Parse `name[argument]` and call the tool; bad actions and tool failures become observations, not exceptions.
+
+    Every observation (a tool's answer, an echo of the action, an error) is cut to `max_chars`, the cut marked.
+    """
+    result = _call(tools, text)
+    return dataclasses.replace(result, observation=cap(result.observation, max_chars))
+
+
+def cap(text: str, max_chars: int) -> str:
+    """`text`, or its first `max_chars` characters followed by a note saying how many were cut."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]} [... {len(text) - max_chars:,} more characters cut]"
+
+
+def _call(tools: Mapping[str, Tool], text: str) -> ToolResult:
+    """The uncut result of running the action in `text`."""
     action = parse_action(text)
     if action is None:
         return ToolResult(f"Invalid action {text.strip()!r}: write one of {_usage(tools)}.", "invalid_action")
@@ -78,7 +96,7 @@ def run_action(tools: Mapping[str, Tool], text: str) -> ToolResult:
     except ToolError as e:
         return ToolResult(f"The {action.name} tool failed: {e}", "tool_error", action)
     except Exception as e:  # a bug in a tool must not end a whole evaluation; it is logged and counted
-        logger.exception("tool %s raised on %r", action.name, action.argument)
+        logger.exception("tool %s raised on %r", action.name, action.argument[:200])
         return ToolResult(f"The {action.name} tool failed: {type(e).__name__}: {e}", "tool_error", action)
     return ToolResult(observation, "finished" if getattr(tool, "ends_episode", False) else "ok", action)
 

@@ -10,9 +10,10 @@ from agentjax.configlib import ConfigError, ConfigSection
 
 @dataclass
 class HttpConfig(ConfigSection):
-    """How networked tools talk to their servers: timeout, retries with exponential backoff, response cache."""
+    """How networked tools talk to their servers: timeout, reply size limit, retries with backoff, response cache."""
 
-    timeout_s: float = 15.0
+    timeout_s: float = 15.0  # for each whole reply, however slowly its bytes arrive
+    max_reply_bytes: int = 4 << 20  # a longer reply is a failure (never read further, never cached)
     retries: int = 3  # extra attempts after a 429, a 5xx, a timeout, a dropped connection or malformed JSON
     backoff_s: float = 1.0  # first wait; doubles each retry
     backoff_max_s: float = 30.0
@@ -20,8 +21,9 @@ class HttpConfig(ConfigSection):
     user_agent: str = "agentjax/0.1 (tool-using agent evaluation; https://github.com/agentjax)"
 
     def validate(self):
-        if self.timeout_s <= 0 or self.retries < 0 or self.backoff_s < 0 or self.backoff_max_s < 0:
-            raise ConfigError("http: timeout_s must be > 0; retries, backoff_s and backoff_max_s must be >= 0")
+        if self.timeout_s <= 0 or self.max_reply_bytes < 1 or self.retries < 0 or self.backoff_s < 0 or self.backoff_max_s < 0:
+            raise ConfigError("http: timeout_s must be > 0, max_reply_bytes >= 1; retries, backoff_s and backoff_max_s "
+                              "must be >= 0")
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""GET-JSON for networked tools: timeouts, retries with exponential backoff, an on-disk cache, secrets kept out of
-logs, errors, cache files and results."""
+"""GET-JSON for networked tools: a deadline on each whole reply, a size limit, retries with exponential backoff, an
+on-disk cache, secrets kept out of logs, errors, cache files and results."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from agentjax.tools.config import HttpConfig
 
 log = logging.getLogger(__name__)
 REDACTED = "***"
+_CHUNK = 1 << 16
+
+
+class _Late(Exception):
+    """The reply did not arrive in full before the request's deadline."""
 
 
 class _SecretRedactor(logging.Filter):
@@ -25,16 +30,30 @@ class _SecretRedactor(logging.Filter):
 
     def __init__(self):
         super().__init__()
-        self.secrets: frozenset[str] = frozenset()
+        self.secrets: tuple[str, ...] = ()
 
     def add(self, secret: str) -> None:
-        """Redact `secret` from now on, as given and URL-encoded (replaced whole, so readers need no lock)."""
-        self.secrets = self.secrets | {secret, quote_plus(secret), quote(secret)}
+        """Redact `secret` from now on in every form a URL or a JSON text may carry it (replaced whole, so readers
+        need no lock); longest forms first, so no form is left half-replaced by a shorter one."""
+        forms = {secret, quote_plus(secret), quote(secret), json.dumps(secret)[1:-1],
+                 json.dumps(secret, ensure_ascii=False)[1:-1]}
+        self.secrets = tuple(sorted(set(self.secrets) | forms, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def redact_json(self, value: Any) -> Any:
+        """`value` (decoded JSON) with every string, keys included, redacted: the secret is matched as text, not
+        through an encoding that escapes it (JSON turns `\\` and non-ASCII characters into escapes)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self.redact_json(v) for v in value]
+        if isinstance(value, dict):
+            return {self.redact(k): self.redact_json(v) for k, v in value.items()}
+        return value
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -87,7 +106,7 @@ class JsonHttpClient:
                 self.sleep(self._delay(attempt, requested_wait))
             data, failure, requested_wait = self._attempt({**params, **self.secret_params})
             if not failure:
-                data = json.loads(_REDACTOR.redact(json.dumps(data)))
+                data = _REDACTOR.redact_json(data)
                 if check is not None:
                     check(data)
                 if self.cache is not None:
@@ -97,23 +116,45 @@ class JsonHttpClient:
         raise ToolError(f"{self.tool} is unavailable: {failure} (after {self.http.retries + 1} attempts)")
 
     def _attempt(self, params: dict) -> tuple[Any, str, float]:
-        """One request: (data, "", 0) on success; (None, reason, server-requested wait) on a retryable failure."""
+        """One request: (data, "", 0) on success; (None, reason, server-requested wait) on a retryable failure.
+
+        The whole reply must arrive within `timeout_s` (a server dripping bytes cannot hold a call open) and be at
+        most `max_reply_bytes` long (a huge reply is refused, not retried: it would be as huge the next time).
+        """
+        deadline = time.monotonic() + self.http.timeout_s
         try:
-            response = self._session().get(self.base_url, params=params, timeout=self.http.timeout_s)
-        except requests.Timeout:
-            return None, f"no reply within {self.http.timeout_s:g}s", 0.0
+            with self._session().get(self.base_url, params=params, timeout=self.http.timeout_s, stream=True) as response:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    return None, f"HTTP {status}", _retry_after(response)
+                body = self._read_body(response, deadline)
+        except (requests.Timeout, _Late):
+            return None, f"no complete reply within {self.http.timeout_s:g}s", 0.0
         except requests.RequestException as e:
             return None, f"connection failed: {_REDACTOR.redact(str(e))[:300]}", 0.0
-        status = response.status_code
-        if status == 429 or status >= 500:
-            return None, f"HTTP {status}", _retry_after(response)
         if status >= 400:
-            detail = _REDACTOR.redact(response.text[:200])
+            detail = _REDACTOR.redact(body.decode("utf-8", errors="replace"))[:200]
             raise ToolError(f"{self.tool} refused the request: HTTP {status}: {detail}")
         try:
-            return response.json(), "", 0.0
+            return json.loads(body), "", 0.0
         except ValueError:
             return None, "the reply was not valid JSON", 0.0
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        """The reply's (decompressed) bytes, read as they arrive; _Late past `deadline`, ToolError past the size limit."""
+        limit = self.http.max_reply_bytes
+        too_large = ToolError(f"{self.tool} sent a reply larger than {limit:,} bytes (http.max_reply_bytes); not used")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        while chunk := response.raw.read1(_CHUNK, decode_content=True):  # returns what one socket read brought
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+            if time.monotonic() > deadline:
+                raise _Late()
+        return bytes(body)
 
     def _delay(self, attempt: int, requested: float) -> float:
         """Exponential backoff (backoff_s, 2x, 4x, ...), at least what the server asked for, at most backoff_max_s."""

@@ -29,12 +29,18 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _check_reply(reply: Any) -> None:
-    """ToolError for replies that are not a result page or carry an error other than "no results" (not cached)."""
+    """ToolError for replies that are not a result page or carry an error other than "no results" (not cached).
+
+    A result page carries `search_metadata`; a page without results says so in `error`. Anything else (`{}`, an
+    object from some other server) is a failure, so it is asked again rather than cached as "No results".
+    """
     if not isinstance(reply, dict):
         raise ToolError("serpapi returned an unexpected reply (not a JSON object)")
     error = str(reply.get("error", ""))
     if error and "any results" not in error and snippet(reply) is None:
         raise ToolError(f"serpapi: {error}")
+    if not error and not isinstance(reply.get("search_metadata"), dict):
+        raise ToolError(f"serpapi returned a reply that is not a result page (no search_metadata): {str(reply)[:100]}")
 
 
 class SerpApiSearch:

@@ -38,11 +38,11 @@ def sentences(text: str) -> list[str]:
 
 
 def _check_reply(reply: Any) -> None:
-    """ToolError for MediaWiki error objects and unexpected shapes (so they are not cached)."""
+    """ToolError for MediaWiki error objects and replies without a `query` part, e.g. `{}` (so they are not cached)."""
     if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
         raise ToolError(f"wikipedia: {reply['error'].get('info', 'API error')}")
-    if not isinstance(reply, dict) or not isinstance(reply.get("query", {}), dict):
-        raise ToolError("wikipedia returned an unexpected reply")
+    if not isinstance(reply, dict) or not isinstance(reply.get("query"), dict):
+        raise ToolError(f"wikipedia returned a reply that is not a query result: {str(reply)[:100]}")
 
 
 class WikipediaApi:
