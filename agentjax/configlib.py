@@ -183,7 +183,7 @@ def read_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict:
         chain = " -> ".join(str(p) for p in (*_including, path.resolve()))
         raise ConfigError(f"{path}: includes itself ({chain})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes()) or {}  # from bytes, bytes that are not UTF-8 are a YAMLError
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -47,3 +47,39 @@ def test_a_misspelt_config_key_is_a_config_error_naming_it(tmp_path, shared_data
     recipe = write_recipe(tmp_path, shared_data)
     assert main(["data", "stats", "--config", str(recipe), "seq_lenn=10"]) == 2
     assert "seq_lenn: unknown key; did you mean 'seq_len'?" in capsys.readouterr().err
+
+
+def broken_recipe(tmp_path, shared_data, bad_input: str):
+    """A data config whose second source, fixtures/broken.jsonl, has one good line and many bad ones."""
+    sources = [{"path": str(shared_data / FIREACT / "hotpotqa.jsonl"), "format": "fireact", "limit": 20},
+               {"path": str(shared_data / "fixtures/broken.jsonl"), "format": "agentinstruct"}]
+    path = tmp_path / f"broken-{bad_input}.yaml"
+    path.write_text(yaml.safe_dump({"data": {"sources": sources, "seq_len": 1024, "bad_input": bad_input}}))
+    return path
+
+
+def test_item9_stats_without_a_tokenizer_skips_bad_lines_in_skip_mode(tmp_path, shared_data, capsys):
+    """bad_input: skip holds for the tokenizer trained on the fly too: stats runs and counts the bad lines."""
+    out_path = tmp_path / "stats.json"
+    recipe = broken_recipe(tmp_path, shared_data, "skip")
+    assert main(["data", "stats", "--config", str(recipe), "--vocab-size", "512", "--json", str(out_path)]) == 0
+    stats = json.loads(out_path.read_text())
+    assert stats["sources"]["broken"]["conversations"] == 1
+    assert stats["bad_input"] == {"invalid_json": 1, "unknown_role": 1, "missing_field": 1, "nothing_to_train": 1}
+
+
+def test_item9_bad_input_is_one_clear_line_from_data_and_train(tmp_path, shared_data, capsys):
+    """In raise mode `data stats` and `train` exit with status 2 and print `file:line: problem` (no traceback),
+    as `score` does."""
+    recipe = broken_recipe(tmp_path, shared_data, "raise")
+    assert main(["data", "stats", "--config", str(recipe), "--vocab-size", "512"]) == 2
+    err = capsys.readouterr().err
+    assert f"agentjax data: bad input: {shared_data}/fixtures/broken.jsonl:2: " in err and "Traceback" not in err
+    run = yaml.safe_load(recipe.read_text())
+    run["data"]["seq_len"] = 256
+    run = {**run, "tokenizer": {"train_vocab_size": 512},
+           "output_dir": str(tmp_path / "run"), "mesh": {"num_devices": 1}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"agentjax train: bad input: {shared_data}/fixtures/broken.jsonl:2: " in err and "Traceback" not in err

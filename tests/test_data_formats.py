@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
-from data_support import FIREACT, FIXTURES, small_tokenizer
+from data_support import FIREACT, FIXTURES, fixture_conversations, small_tokenizer
 
 from agentjax.configlib import from_dict
 from agentjax.data.config import ConditioningConfig, SourceConfig
@@ -14,6 +15,7 @@ from agentjax.data.conversation import Conversation, Outcome, Turn
 from agentjax.util.errors import BadInputPolicy, DataError
 from agentjax.data.formats import read_conversations
 from agentjax.data.native import write_conversations
+from agentjax.util.records import iter_records
 from agentjax.data.sources import load_source
 from agentjax.data.templates import get_template
 
@@ -170,3 +172,55 @@ def test_unknown_format_and_skip_counts(shared_data):
     policy = BadInputPolicy("skip")
     ok = list(read_conversations(shared_data / "fixtures/broken.jsonl", "agentinstruct", bad_input=policy))
     assert len(ok) == 2 and policy.counts == Counter(invalid_json=1, unknown_role=1, missing_field=1)
+
+
+# --- bytes that are not UTF-8, and byte-order marks (issue 13, item 6) ------------------------------------------
+
+ALL_FORMATS = {**{name: fmt for name, fmt in FIXTURES.items()}, f"{FIREACT}/hotpotqa.jsonl": "fireact",
+               "fireact/finetune/alpaca_format/hotpotqa.json": "fireact-alpaca", "native.jsonl": "agentjax"}
+
+
+def format_file(shared_data, tmp_path, name: str):
+    """The shared file `name` (fixtures are under fixtures/), or for the native format one written from them."""
+    if name != "native.jsonl":
+        return shared_data / ("fixtures" if name in FIXTURES else "") / name
+    write_conversations(tmp_path / name, fixture_conversations(shared_data))
+    return tmp_path / name
+
+
+def with_bad_byte(source, out):
+    """A copy of `source` with a 0xff byte put at the start of the middle string value of the file."""
+    raw = source.read_bytes()
+    values = list(re.finditer(rb'":\s*"', raw))
+    cut = values[len(values) // 2].end()
+    out.write_bytes(raw[:cut] + b"\xff" + raw[cut:])
+    return out
+
+
+@pytest.mark.parametrize("name", ALL_FORMATS)
+def test_item6_a_byte_order_mark_changes_nothing(shared_data, tmp_path, name):
+    """Every format reads a file with a UTF-8 BOM exactly as without it (the first record is not `invalid_json`)."""
+    source, fmt = format_file(shared_data, tmp_path, name), ALL_FORMATS[name]
+    marked = tmp_path / f"bom-{source.name}"
+    marked.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    assert [c.turns for c in read_conversations(marked, fmt)] == [c.turns for c in read_conversations(source, fmt)]
+    line = lambda path: [o.rsplit(":", 1)[1] for o, _ in iter_records(path)]  # noqa: E731
+    assert line(marked) == line(source)
+
+
+@pytest.mark.parametrize("name", ALL_FORMATS)
+def test_item6_invalid_utf8_is_a_data_error_naming_the_record_and_skippable(shared_data, tmp_path, name):
+    """A record holding a byte that is not UTF-8 raises a DataError (`invalid_utf8`) naming its file:line; in skip
+    mode exactly that record is left out and counted, and every other record is read."""
+    source, fmt = format_file(shared_data, tmp_path, name), ALL_FORMATS[name]
+    bad = with_bad_byte(source, tmp_path / f"bad-{source.name}")
+    items = list(iter_records(bad))
+    (i,) = [i for i, (_, record) in enumerate(items) if isinstance(record, DataError)]
+    assert [o for o, _ in items] == [o.replace(str(source), str(bad)) for o, _ in iter_records(source)]
+    with pytest.raises(DataError, match="not valid UTF-8") as raised:
+        list(read_conversations(bad, fmt))
+    assert raised.value.reason == "invalid_utf8" and raised.value.origin == items[i][0]
+    policy = BadInputPolicy("skip")
+    kept = [c.turns for c in read_conversations(bad, fmt, bad_input=policy)]
+    everything = [c.turns for c in read_conversations(source, fmt)]
+    assert policy.counts == Counter(invalid_utf8=1) and kept == everything[:i] + everything[i + 1:]

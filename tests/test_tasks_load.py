@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, read_yaml
 from agentjax.util.errors import DataError
 from agentjax.agent.registry import TASKS, get_task
 from agentjax.tasks.base import take
+from agentjax.util.records import read_json
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,48 @@ def test_limit():
     """A negative limit is an error rather than a silently empty evaluation."""
     with pytest.raises(ValueError, match="limit"):
         take([], -1)
+
+
+# --- bytes that are not UTF-8, and byte-order marks (issue 13, item 6) ------------------------------------------
+
+TASK_FILES = [("hotpotqa", "hotpotqa/dev.json", "dev"), ("strategyqa", "strategyqa/strategyqa_dev.json", "dev"),
+              ("bamboogle", "bamboogle/test.csv", "test"), ("mmlu", "mmlu/test/anatomy_test.csv", "test")]
+
+
+def bad_byte_in_the_middle(raw: bytes) -> tuple[bytes, int]:
+    """`raw` with a 0xff byte at the start of its middle line (CSV) or middle string value (JSON), and its line."""
+    starts = [m.end() for m in re.finditer(rb'":\s*"' if raw.lstrip()[:1] in b"[{" else rb"\n", raw)]
+    cut = starts[len(starts) // 2]
+    return raw[:cut] + b"\xff" + raw[cut:], raw.count(b"\n", 0, cut) + 1
+
+
+@pytest.mark.parametrize("task, name, split", TASK_FILES)
+def test_item6_task_files_with_a_bom_or_a_bad_byte(fireact, tmp_path, task, name, split):
+    """A BOM changes no question; a byte that is not UTF-8 is a DataError (`invalid_utf8`) naming the file and a line
+    no later than the byte's (a record or row may start earlier), never a bare UnicodeDecodeError."""
+    source = fireact / name
+    expected = [(q.id, q.question, q.answers) for q in get_task(task).load(source, split)]
+    marked = tmp_path / source.name
+    marked.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    assert [(q.id, q.question, q.answers) for q in get_task(task).load(marked, split)] == expected
+    raw, line = bad_byte_in_the_middle(source.read_bytes())
+    marked.write_bytes(raw)
+    with pytest.raises(DataError, match="not valid UTF-8") as raised:
+        get_task(task).load(marked, split)
+    path, reported = raised.value.origin.rsplit(":", 1)
+    assert raised.value.reason == "invalid_utf8" and path == str(marked) and 1 <= int(reported) <= line
+
+
+def test_item6_whole_json_files_and_yaml_configs_name_the_bad_byte(tmp_path):
+    """A results file read whole with a byte that is not UTF-8 names file, line and column; a YAML config names
+    the file and the position (YAML decodes it)."""
+    results = tmp_path / "results.json"
+    results.write_bytes(b'{"q1": {"pred": "a",\n "gt": "b\xff"}}')
+    with pytest.raises(DataError, match=r"results\.json:2: not valid UTF-8: byte 0xff at column 10"):
+        read_json(results)
+    results.write_bytes(b'\xef\xbb\xbf{"q1": {"pred": "a"}}')
+    assert read_json(results) == {"q1": {"pred": "a"}}
+    config = tmp_path / "eval.yaml"
+    config.write_bytes(b"task: hotpotqa\nsplit: d\xffv\n")
+    with pytest.raises(ConfigError, match=r"eval\.yaml: not valid YAML: .*#x00ff.*position 23"):
+        read_yaml(config)

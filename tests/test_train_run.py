@@ -4,7 +4,9 @@ fail up front with a ConfigError naming the key to change."""
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 
 import jax
 import numpy as np
@@ -12,9 +14,10 @@ import pytest
 from flax import nnx
 from train_support import abstract_like, base_config, flat_params, run_config, toy_files, write_config, write_toy_data
 
-from agentjax.configlib import ConfigError
+from agentjax.configlib import ConfigError, load
 from agentjax.train.run_dir import load_trained_model
 from agentjax.train.checkpoint import Checkpoints
+from agentjax.train.config import RunConfig
 from agentjax.train.metrics import read_metrics
 from agentjax.train.trainer import Trainer, TrainingDiverged
 
@@ -103,9 +106,68 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(config_file, t
     (["data.sources=[{path: /nonexistent/*.jsonl, format: agentjax}]"], r"data: path: '/nonexistent/\*.jsonl' matches no file"),
     (["tokenizer.path=/nonexistent/tokenizer.model"], r"tokenizer.path: /nonexistent/tokenizer.model does not exist"),
     (["train.eval_every=5"], r"train.eval_every is set but eval_data is missing"),
+    (["train.optimizer.learning_rate=-3e-4"], r"learning_rate: must be a finite number > 0, got -0.0003"),
+    (["train.optimizer.learning_rate=.nan"], r"learning_rate: must be a finite number > 0, got nan"),
+    (["train.optimizer.learning_rate=.inf"], r"learning_rate: must be a finite number > 0, got inf"),
+    (["train.optimizer.learning_rate=0"], r"learning_rate: must be a finite number > 0, got 0"),
+    (["train.optimizer.b2=1.0"], r"b2: must be in \[0, 1\), got 1.0"),
+    (["train.optimizer.eps=0"], r"eps: must be a finite number > 0"),
+    (["train.optimizer.weight_decay=-0.1"], r"weight_decay: must be a finite number >= 0"),
+    (["train.optimizer.clip_norm=0"], r"clip_norm: must be a finite number > 0, or null"),
+    (["train.optimizer.warmup_steps=-1"], r"warmup_steps: must be >= 0"),
+    (["train.optimizer.min_lr_ratio=2"], r"min_lr_ratio: must be in \[0, 1\]"),
 ])
 def test_bad_configs_fail_up_front_naming_the_key(config_file, tmp_path, overrides, message):
     """Each mistake is a ConfigError naming the key, raised before anything is written or compiled."""
     with pytest.raises(ConfigError, match=message):
         Trainer(run_config(config_file, f"output_dir={tmp_path / 'out'}", *overrides))
     assert not (tmp_path / "out").exists()
+
+
+def test_item8_a_run_diverging_before_its_first_checkpoint_says_none_is_kept(config_file, tmp_path):
+    """A learning rate that is valid but far too large diverges before the first checkpoint: the error says no
+    checkpoint was saved (not "the last good checkpoint (step None)")."""
+    cfg = run_config(config_file, f"output_dir={tmp_path}", "train.steps=30", "train.checkpoint_every=100",
+                     "train.optimizer.learning_rate=1e30", "train.optimizer.clip_norm=null")
+    with pytest.raises(TrainingDiverged, match=r"at step \d+: stopped. No checkpoint was saved before it.") as error:
+        Trainer(cfg).run()
+    assert "None" not in str(error.value)
+
+
+@pytest.fixture
+def finished_copy(memorised, tmp_path):
+    """A copy of the memorised run's directory (finished at step 50), to resume without touching the original."""
+    _, result = memorised
+    copy = tmp_path / "run"
+    shutil.copytree(result.run_dir, copy)
+    return copy
+
+
+def test_item3_a_refused_resume_leaves_the_run_record_byte_identical(finished_copy):
+    """Resuming with another model shape is refused, and config.yaml is untouched, so the finished checkpoints
+    still load back (for export and evaluation) as the model they are."""
+    before = (finished_copy / "config.yaml").read_bytes()
+    cfg = load(RunConfig, finished_copy / "config.yaml", [f"output_dir={finished_copy}", "model.overrides={mlp_dim: 64}",
+                                                            "train.steps=60"])
+    with pytest.raises(ConfigError, match=r"cannot resume from step 50, the checkpoint does not fit"):
+        Trainer(cfg)
+    assert (finished_copy / "config.yaml").read_bytes() == before
+    model, _ = load_trained_model(finished_copy)
+    assert model.config.mlp_dim == 128
+
+
+def test_item4_a_torn_metrics_line_is_dropped_on_resume(finished_copy, caplog):
+    """A metrics.jsonl whose last append was cut off (disk full, power loss) resumes: the torn line is reported
+    and dropped, the log is exactly the first run's records plus the new steps'."""
+    metrics = finished_copy / "metrics.jsonl"
+    first = read_metrics(finished_copy)
+    with metrics.open("a") as f:
+        f.write('{"step": 60, "loss": 0.0')
+    torn_line = len(first) + 1
+    cfg = load(RunConfig, finished_copy / "config.yaml", [f"output_dir={finished_copy}", "train.steps=52"])
+    with caplog.at_level(logging.WARNING):
+        result = Trainer(cfg).run()
+    assert result.final_step == 52
+    assert f"metrics.jsonl:{torn_line}: not valid JSON" in caplog.text
+    records = read_metrics(finished_copy)
+    assert records[:-1] == first and records[-1]["step"] == 52

@@ -14,6 +14,7 @@ from agentjax.tools.base import OBSERVATION_MAX_CHARS
 from agentjax.tools.config import ToolsConfig
 from agentjax.train.config import ModelSection
 from agentjax.train.run_dir import read_run_config
+from agentjax.util.text import read_text
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class EvalConfig(ConfigSection):
             return self.system_prompt
         if not Path(self.system_prompt_file).is_file():
             raise ConfigError(f"system_prompt_file: {self.system_prompt_file} does not exist")
-        return Path(self.system_prompt_file).read_text()
+        return read_text(self.system_prompt_file)
 
     def with_run_defaults(self) -> "EvalConfig":
         """This config with the template and NAT conditioning the model was trained with, where not set."""

@@ -1,8 +1,8 @@
 """The evaluation harness: episodes over a task's questions, scored, written as transcripts + summary.
 
 `transcripts.jsonl` gets one line per finished episode, flushed as it ends; rerunning the same
-command skips the questions already there (a torn last line from a kill is dropped), so an
-interrupted evaluation resumes without redoing or duplicating episodes. `summary.json` is written
+command skips the questions already there (an unreadable line, e.g. torn by a kill, is reported and
+its episode redone), so an interrupted evaluation resumes without redoing or duplicating episodes. `summary.json` is written
 atomically at the end, from all the transcripts.
 """
 
@@ -33,6 +33,7 @@ from agentjax.train.build import build_model, resolve_model_config
 from agentjax.train.config import RunConfig
 from agentjax.train.run_dir import load_trained_model
 from agentjax.util.atomic import atomic_write
+from agentjax.util.records import read_log
 
 TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval_config.json"
 
@@ -80,15 +81,11 @@ def check_same_evaluation(cfg: EvalConfig, out: Path) -> None:
 
 
 def read_transcripts(path: Path) -> list[dict]:
-    """Finished episodes already written; a torn last line (the process was killed mid-write) is dropped."""
+    """Finished episodes already written: every valid line is kept; a line that cannot be read (the torn last line
+    of a kill, a corrupted line anywhere) is reported and dropped, so only its episode is played again."""
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    records = read_log(path, "id", str)
     with atomic_write(path) as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return records

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from agentjax.configlib import ConfigError
+from agentjax.util.errors import DataError
 
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,4 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except ConfigError as e:
         print(f"agentjax {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:  # bad input names its file:line and field; a traceback would only bury that
+        print(f"agentjax {args.command}: bad input: {e}", file=sys.stderr)
         return 2

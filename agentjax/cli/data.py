@@ -13,6 +13,7 @@ import numpy as np
 from agentjax.configlib import ConfigError, apply_overrides, expand_env, from_dict, read_yaml
 from agentjax.util.atomic import atomic_write
 from agentjax.data.config import DataConfig
+from agentjax.util.errors import BadInputPolicy
 from agentjax.data.formats import read_conversations
 from agentjax.data.sources import load_source
 from agentjax.data.stats import epoch_stats
@@ -116,7 +117,9 @@ def format_stats(stats: dict) -> str:
 
 def _tokenizer_from_data(config: DataConfig, vocab_size: int) -> Tokenizer:
     """A small tokenizer trained on the configured sources' text (for looking at data without a model at hand)."""
-    texts = [t.content for s in config.sources for p in s.paths for c in read_conversations(p, s.format) for t in c.turns]
+    policy = BadInputPolicy(config.bad_input)  # bad records are counted by the stats themselves
+    texts = [t.content for s in config.sources for p in s.paths
+             for c in read_conversations(p, s.format, bad_input=policy) for t in c.turns]
     print(f"(tokenizer: sentencepiece trained on the fly, vocab {vocab_size}; pass --tokenizer for your model's)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         return train_sentencepiece(texts, vocab_size, Path(tmp) / "tokenizer.model", user_symbols=template_markers())

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from agentjax.util.atomic import atomic_write
-from agentjax.util.errors import DataError
 from agentjax.tasks.fireact_results import Rescored, rescore
 from agentjax.agent.registry import TASKS, get_task
 
@@ -24,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print n and each metric (in percent), report stored-vs-recomputed disagreements, optionally write JSON."""
-    try:
-        result = rescore(args.traj_file, get_task(args.task))
-    except DataError as e:
-        print(f"agentjax score: {e}", file=sys.stderr)
-        return 2
+    result = rescore(args.traj_file, get_task(args.task))  # bad input: a DataError, reported by agentjax.cli
     print(format_report(args.traj_file, result))
     if args.json is not None:
         with atomic_write(args.json) as f:

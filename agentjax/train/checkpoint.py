@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from agentjax.configlib import ConfigError
 from agentjax.train.state import TrainState
 
 
@@ -46,9 +47,16 @@ class Checkpoints:
                                                         data=ocp.args.JsonSave(data_state)), force=True)
 
     def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """The state at `step` placed on `abstract_state`'s shardings (any mesh), and the data position."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=_restore_args(abstract_state._asdict()), data=ocp.args.JsonRestore()))
+        """The state at `step` placed on `abstract_state`'s shardings (any mesh), and the data position.
+
+        A checkpoint of another shape (the config's model or LoRA changed) is a ConfigError: resuming is refused."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=_restore_args(abstract_state._asdict()), data=ocp.args.JsonRestore()))
+        except ValueError as e:
+            raise ConfigError(f"{self.directory}: cannot resume from step {step}, the checkpoint does not fit this "
+                              f"config's model ({e}). Resume with the run's own config.yaml, or choose another "
+                              "output_dir") from None
         return TrainState(**restored["state"]), restored["data"]
 
     def restore_params(self, step: int, abstract_params) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,6 +58,21 @@ class OptimizerConfig(ConfigSection):
     eps: float = 1e-8
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0
+
+    def validate(self):
+        """Refuse settings that would train the wrong way or into NaN before any step runs."""
+        finite = lambda key: math.isfinite(getattr(self, key))  # noqa: E731
+        checks = [("learning_rate", finite("learning_rate") and self.learning_rate > 0, "a finite number > 0"),
+                  ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+                  ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+                  ("b1", 0 <= self.b1 < 1, "in [0, 1)"), ("b2", 0 <= self.b2 < 1, "in [0, 1)"),
+                  ("eps", finite("eps") and self.eps > 0, "a finite number > 0"),
+                  ("weight_decay", finite("weight_decay") and self.weight_decay >= 0, "a finite number >= 0"),
+                  ("clip_norm", self.clip_norm is None or (finite("clip_norm") and self.clip_norm > 0),
+                   "a finite number > 0, or null (no clipping)")]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{key}: must be {expected}, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

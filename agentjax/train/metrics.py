@@ -1,7 +1,8 @@
 """Training metrics: a JSONL log, TensorBoard event files, and a progress bar with rate and ETA.
 
 On resume the JSONL log is cut back to the resumed step, so a run that was killed and restarted
-has exactly the log an uninterrupted run would have.
+has exactly the log an uninterrupted run would have; a line that cannot be read (torn by a full disk
+or a power loss mid-append) is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from agentjax import perf
 from agentjax.util.atomic import atomic_write
+from agentjax.util.records import read_log
 
 
 @functools.cache
@@ -47,9 +49,9 @@ class MetricsLog:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [r for r in read_log(self.path, "step", int) if r["step"] <= step]
         with atomic_write(self.path) as f:
-            f.write("".join(line + "\n" for line in kept))
+            f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -72,5 +74,6 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The logged records of a run, in order (unreadable lines reported and left out)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return read_log(path, "step", int) if path.exists() else []

@@ -61,8 +61,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer = prepare_tokenizer(cfg, self.run_dir)
         self.model_cfg = resolve_model_config(cfg, self.tokenizer)
-        if jax.process_index() == 0:
-            write_run_config(cfg, self.run_dir)
         self.checkpoints = Checkpoints(self.run_dir, cfg.train.keep_checkpoints, cfg.train.async_checkpoints)
         resume = self.checkpoints.latest_step()
         # Resuming full fine-tuning restores every weight: build shapes only, never two copies of the model.
@@ -84,6 +82,8 @@ class Trainer:
             self.pipeline.restore(data_state)
             self.start_step = resume
             log.info("resumed from step %d in %s", resume, self.checkpoints.directory)
+        if jax.process_index() == 0:  # only now: a refused resume must leave the run's record as it was
+            write_run_config(cfg, self.run_dir)
 
     def model(self) -> Llama:
         """The model with the current weights (adapters not merged under LoRA)."""
@@ -176,10 +176,9 @@ class Trainer:
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             self.checkpoints.wait()
-            raise TrainingDiverged(
-                f"loss {loss}, gradient norm {grad_norm} at step {step}: stopped. The last good checkpoint "
-                f"(step {self.checkpoints.latest_step()}) is kept in {self.checkpoints.directory}. Lower "
-                "train.optimizer.learning_rate, enable train.optimizer.clip_norm, or check the data.")
+            raise TrainingDiverged(f"loss {loss}, gradient norm {grad_norm} at step {step}: stopped. "
+                                   f"{_kept_checkpoint(self.checkpoints)} Lower train.optimizer.learning_rate, "
+                                   "enable train.optimizer.clip_norm, or check the data.")
         return loss
 
 
@@ -219,6 +218,14 @@ class _Throughput:
         rate = self.steps * self.tokens_per_step / (now - self.start)
         self.start, self.steps = now, 0
         return rate
+
+
+def _kept_checkpoint(checkpoints: Checkpoints) -> str:
+    """Which checkpoint a stopped run leaves to resume from, if any."""
+    step = checkpoints.latest_step()
+    if step is None:
+        return "No checkpoint was saved before it."
+    return f"The last good checkpoint (step {step}) is kept in {checkpoints.directory}."
 
 
 class _PreemptionFlag:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 from agentjax.util.errors import DataError
+from agentjax.util.text import BOM, read_lines, read_text, read_text_escaped, undecodable
 
 _WHITESPACE = " \t\r\n"
+log = logging.getLogger(__name__)
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """Yield `(origin, record)`; a JSONL line that is not valid JSON yields a DataError in place of the record.
+    """Yield `(origin, record)`; a record that is not valid JSON or not UTF-8 yields a DataError in its place.
 
     The container is told by content: a file whose first character is `[` is one JSON array, otherwise
     JSONL (blank lines are ignored). A broken JSON array is an error for the whole file.
@@ -21,30 +25,48 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
-    with open(path, encoding="utf-8") as f:
-        first = f.read(4096).lstrip(_WHITESPACE + "\ufeff")[:1]
-    if first == "[":
+    with open(path, "rb") as f:
+        first = f.read(4096).removeprefix(BOM).lstrip(_WHITESPACE.encode())[:1]
+    if first == b"[":
         yield from _iter_json_array(path)
     else:
-        yield from _iter_jsonl(path)
+        yield from iter_jsonl(path)
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """One record per non-blank line; a line that is not JSON becomes a DataError naming it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{lineno}"
+def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """One record per non-blank line; a line that is not UTF-8 or not JSON becomes a DataError naming it."""
+    for lineno, line in read_lines(path):
+        origin = f"{path}:{lineno}"
+        if isinstance(line, DataError):
+            yield origin, line
+        elif line.strip():
             try:
                 yield origin, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield origin, DataError(origin, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
 
 
+def read_log(path: str | Path, key: str, kind: type) -> list[dict]:
+    """The records of an append-only JSONL log (transcripts, metrics): each a JSON object whose `key` is a `kind`.
+
+    Any other line (torn by a kill or a full disk, corrupted) is reported as a warning naming it and left out;
+    the lines after it are kept.
+    """
+    records = []
+    for origin, record in iter_jsonl(path):
+        if not isinstance(record, DataError) and not (isinstance(record, dict) and isinstance(record.get(key), kind)):
+            record = DataError(origin, "bad_record", f"not a log record (a JSON object with a {kind.__name__} {key!r})")
+        if isinstance(record, DataError):
+            log.warning("%s; line left out", record)
+        else:
+            records.append(record)
+    return records
+
+
 def _iter_json_array(path: Path) -> Iterator[tuple[str, Any]]:
-    """Decode the array element by element so each record knows the line it starts on."""
-    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    """Decode the array element by element so each record knows the line it starts on; a record holding bytes
+    that are not UTF-8 becomes a DataError (the records around it are still read)."""
+    text = read_text_escaped(path)
     decoder = json.JSONDecoder()
     line, seen = 1, 0  # line number of position `seen`, counted lazily
 
@@ -67,7 +89,10 @@ def _iter_json_array(path: Path) -> Iterator[tuple[str, Any]]:
             raise fail(e.pos, e.msg) from None
         line += text.count("\n", seen, i)
         seen = i
-        yield f"{path}:{line}", record
+        origin = f"{path}:{line}"
+        if undecodable(text[i:end]):
+            record = DataError(origin, "invalid_utf8", "not valid UTF-8: this record holds bytes that are no text")
+        yield origin, record
         i = skip_ws(end)
         if i >= len(text):
             raise fail(i, "missing ']' at the end")
@@ -102,25 +127,25 @@ def records(path: str | Path) -> Iterator[tuple[str, Any]]:
 
 
 def read_json(path: str | Path) -> Any:
-    """The whole parsed JSON document (e.g. an object keyed by question id)."""
+    """The whole parsed JSON document (e.g. an object keyed by question id, a model's config.json)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}", "invalid_json", f"not valid JSON: {e.msg}") from None
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}", "invalid_json", f"not valid JSON: {e.msg}") from None
 
 
 def read_csv(path: str | Path) -> Iterator[tuple[str, list[str]]]:
-    """(`file:line`, row) for each row of a CSV file (quoted fields may span lines)."""
+    """(`file:line`, row) for each row of a CSV file (quoted fields may span lines); a row that is not UTF-8 raises."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        start = 1
-        for row in reader:
-            yield f"{path}:{start}", row
-            start = reader.line_num + 1
+    reader = csv.reader(io.StringIO(read_text_escaped(path), newline=""))
+    start = 1
+    for row in reader:
+        if any(map(undecodable, row)):
+            raise DataError(f"{path}:{start}", "invalid_utf8", "not valid UTF-8: this row holds bytes that are no text")
+        yield f"{path}:{start}", row
+        start = reader.line_num + 1
