@@ -1,6 +1,7 @@
 """The episode loop: kept cache == re-prefill, replay == training ids, no recompiles, tool failures, resume."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from flax import nnx
 
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import EOS, Decoder
-from agentjax.agent.evaluate import TRANSCRIPTS, evaluate
+from agentjax.agent.evaluate import TRANSCRIPTS, evaluate, read_transcripts
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart, extract_action
 from agentjax.configlib import ConfigError, from_dict
@@ -234,3 +235,22 @@ def test_item1_a_stuck_tool_call_cannot_keep_the_process_from_exiting():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "max_steps The search tool failed: no answer within 0.2 s."
     assert time.monotonic() - started < 30
+
+
+def test_item2_a_corrupted_middle_line_costs_only_its_own_episode(tmp_path, caplog):
+    """Of 250 finished episodes, a NUL-overwritten line 11, a line 40 that is not UTF-8 and a torn last line cost
+    only those three: the other 247 are kept in order, each bad line is named in a warning, and the file is
+    rewritten readable (so the three episodes are simply played again)."""
+    path = tmp_path / TRANSCRIPTS
+    records = [{"id": f"q{i}", "prediction": "x" * (i % 7), "scores": {"em": 1.0}} for i in range(250)]
+    lines = [json.dumps(r).encode() for r in records]
+    lines[10] = b"\0" * len(lines[10])
+    lines[39] = lines[39].replace(b'"q39"', b'"q\xff39"')
+    lines[249] = lines[249][:20]
+    path.write_bytes(b"\n".join(lines))
+    with caplog.at_level(logging.WARNING):
+        kept = read_transcripts(path)
+    assert kept == records[:10] + records[11:39] + records[40:249]
+    for line in (11, 40, 250):
+        assert f"{path}:{line}: " in caplog.text
+    assert [json.loads(line) for line in path.read_text().splitlines()] == kept

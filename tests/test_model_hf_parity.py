@@ -1,6 +1,11 @@
 """Contract 1: converted Hugging Face Llama checkpoints give the same logits, and convert back unchanged."""
 
 import json
+import os
+import re
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +15,7 @@ transformers = pytest.importorskip("transformers", reason="HF parity needs the t
 from safetensors.numpy import load_file  # noqa: E402
 
 from agentjax.cli import main as cli  # noqa: E402
+from agentjax.util.errors import DataError  # noqa: E402
 from agentjax.model import load_checkpoint  # noqa: E402
 from agentjax.model.convert import config_from_hf  # noqa: E402
 
@@ -117,3 +123,80 @@ def test_bad_checkpoints_name_the_problem_and_leave_nothing(converted, tmp_path,
         convert.hf_to_agentjax(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["edited"]  # no half-written temporary directory either
+
+
+# --- corrupt files and taken or abandoned outputs (issue 13, items 7 and 10) ---------------------------------
+
+
+def _rewrite_header(path, edit):
+    """`path` with its safetensors JSON header passed through `edit(header)`, the tensor bytes unchanged."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    edit(header)
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + size:])
+
+
+def _last_tensor_past_the_end(header):
+    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    header[name]["data_offsets"][1] += 1000
+
+
+CORRUPTIONS = {  # what is done to the HF directory -> (file named, words of the message)
+    "float weight declared I32": (lambda d: _rewrite_header(d / "model.safetensors", lambda h: h[
+        "model.embed_tokens.weight"].update(dtype="I32")), "model.safetensors", "'model.embed_tokens.weight' is declared I32"),
+    "truncated data": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-100]),
+                       "model.safetensors", "not a valid safetensors file"),
+    "offsets past the end": (lambda d: _rewrite_header(d / "model.safetensors", _last_tensor_past_the_end),
+                             "model.safetensors", "not a valid safetensors file"),
+    "empty file": (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors", "header too small"),
+    "huge header size": (lambda d: (d / "model.safetensors").write_bytes(
+        struct.pack("<Q", 2**60) + (d / "model.safetensors").read_bytes()[8:]), "model.safetensors", "header too large"),
+    "config.json not JSON": (lambda d: (d / "config.json").write_text("{'model_type': llama"), "config.json:1",
+                             "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS)
+def test_item7_corrupt_safetensors_and_configs_are_data_errors_naming_the_file(converted, tmp_path, case):
+    """Each corruption is a DataError naming the file (and tensor, for a wrong dtype) before anything is built;
+    the command exits with status 2 and one line; no output or temporary directory is left."""
+    _, _, root = converted
+    src = _hf_dir(root, tmp_path, lambda c, t: None)
+    corrupt, where, words = CORRUPTIONS[case]
+    corrupt(src)
+    from agentjax.model import convert
+
+    with pytest.raises(DataError, match=re.escape(words)) as raised:
+        convert.hf_to_agentjax(src, tmp_path / "out")
+    assert str(raised.value).startswith(f"{src / where}")
+    assert cli(["convert", "hf-to-agentjax", str(src), str(tmp_path / "out")]) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["edited"]
+
+
+def test_item10_a_taken_destination_fails_before_any_tensor_is_read(converted, tmp_path, monkeypatch):
+    """Converting onto an existing directory fails at once, without opening a single safetensors file."""
+    _, _, root = converted
+    from agentjax.model import convert
+
+    monkeypatch.setattr(convert, "SafetensorsFile", lambda path: pytest.fail(f"{path} was read"))
+    (tmp_path / "taken").mkdir()
+    for convert_to in (lambda: convert.hf_to_agentjax(root / "hf", tmp_path / "taken"),
+                       lambda: convert.agentjax_to_hf(root / "ajx", tmp_path / "taken")):
+        with pytest.raises(FileExistsError, match="taken already exists"):
+            convert_to()
+
+
+def test_item10_a_killed_conversions_partial_directory_is_removed_by_the_next(converted, tmp_path):
+    """A `.DST.partial-PID-*` directory whose process is gone (a conversion killed with -9) is removed when the same
+    destination is converted again; one whose process still runs (a conversion in progress) is left alone."""
+    _, _, root = converted
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f".back.partial-{dead.pid}-x1y2z3"
+    in_progress = tmp_path / f".back.partial-{os.getpid()}-a1b2c3"
+    for d in (abandoned, in_progress):
+        (d / "params").mkdir(parents=True)
+    assert cli(["convert", "agentjax-to-hf", str(root / "ajx"), str(tmp_path / "back")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["back", in_progress.name])

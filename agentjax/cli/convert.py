@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agentjax.model import convert
+from agentjax.model import checkpoint, convert
 from agentjax.train.build import TOKENIZER_FILE
 from agentjax.train.run_dir import is_run_dir, load_trained_model
 
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    checkpoint.check_new_output(args.dst)  # before loading a model that could not be written anyway
     if args.direction == "hf-to-agentjax":
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")

@@ -5,7 +5,9 @@ This is what `agentjax convert hf-to-agentjax` writes and what training starts f
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,9 +20,11 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError, from_dict, to_dict
+from agentjax.util.records import read_json
 from agentjax.model.llama import Llama, LlamaConfig
 
 FORMAT = "agentjax-llama-v1"
+log = logging.getLogger(__name__)
 
 
 def read_config(model_dir: str | Path, **overrides) -> LlamaConfig:
@@ -29,7 +33,7 @@ def read_config(model_dir: str | Path, **overrides) -> LlamaConfig:
     if not path.exists():
         raise ConfigError(f"{model_dir}: not an agentjax model directory (no config.json); "
                           "convert one with `agentjax convert hf-to-agentjax HF_DIR OUT_DIR`")
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if data.pop("format", None) != FORMAT:
         raise ConfigError(f"{path}: field 'format' is not {FORMAT!r}; convert Hugging Face models with "
                           "`agentjax convert hf-to-agentjax`")
@@ -81,15 +85,41 @@ def write_config(cfg: LlamaConfig, directory: Path) -> None:
 
 @contextmanager
 def atomic_directory(out_dir: str | Path):
-    """Yield a temporary directory beside `out_dir` that becomes `out_dir` only if the block succeeds."""
+    """Yield a temporary directory beside `out_dir` that becomes `out_dir` only if the block succeeds.
+
+    The temporary name carries the writer's process id, so one left behind by a killed writer is recognised (its
+    process is gone) and removed by the next writer of the same `out_dir`.
+    """
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new output directory or remove it")
+    check_new_output(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    prefix = f".{out_dir.name}.partial-"
+    for left in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = left.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            log.warning("removing %s, left behind by a writer that was killed", left)
+            shutil.rmtree(left, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out_dir.parent))
     try:
         yield tmp
         os.replace(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_new_output(out_dir: str | Path) -> None:
+    """FileExistsError unless `out_dir` is free: checked before any slow work, so a taken name fails at once."""
+    if Path(out_dir).exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new output directory or remove it")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

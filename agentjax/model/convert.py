@@ -21,9 +21,11 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError, from_dict
+from agentjax.util.errors import DataError
+from agentjax.util.records import read_json
 from agentjax.model import checkpoint
 from agentjax.model.llama import Llama, LlamaConfig
-from agentjax.model.safetensors_io import SafetensorsFile, write_safetensors
+from agentjax.model.safetensors_io import FLOAT_DTYPES, SafetensorsFile, write_safetensors
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json")
@@ -139,7 +141,7 @@ class HFCheckpoint:
     def __init__(self, hf_dir: Path):
         index = hf_dir / "model.safetensors.index.json"
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_json(index)["weight_map"]
             files = {f: SafetensorsFile(hf_dir / f) for f in sorted(set(weight_map.values()))}
             self.where = {name: files[f] for name, f in weight_map.items()}
         else:
@@ -151,6 +153,9 @@ class HFCheckpoint:
     def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if name not in self.where:
             raise KeyError(f"missing tensor {name!r} in the Hugging Face checkpoint")
+        if (dtype := self.where[name].dtype(name)) not in FLOAT_DTYPES:  # same bytes as F32, but not a weight
+            raise DataError(str(self.where[name].path), "bad_dtype",
+                            f"tensor {name!r} is declared {dtype}; model weights are {'/'.join(sorted(FLOAT_DTYPES))}")
         array = self.where[name].get(name)
         if shape is not None and array.shape != tuple(shape):
             raise ValueError(f"{self.where[name].path}: tensor {name!r} has shape {array.shape}, expected {tuple(shape)}")
@@ -170,10 +175,11 @@ def _expected_tensors(cfg: LlamaConfig) -> list[TensorMap]:
 def hf_to_agentjax(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = None, mesh=None) -> LlamaConfig:
     """Convert an HF Llama directory into an agentjax model directory; returns the model config."""
     hf_dir = Path(hf_dir)
+    checkpoint.check_new_output(out_dir)
     config_path = hf_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{hf_dir}: no config.json")
-    cfg = config_from_hf(json.loads(config_path.read_text()), str(config_path), dtype)
+    cfg = config_from_hf(read_json(config_path), str(config_path), dtype)
     source = HFCheckpoint(hf_dir)
     maps = _expected_tensors(cfg)
     known = {m.hf_name.format(i=i) for m in maps for i in range(cfg.n_layers)}
@@ -219,6 +225,7 @@ def _build(source: HFCheckpoint, m: TensorMap, shape, dtype, target, n_layers: i
 def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None, extra_files=()) -> None:
     """Write an HF Llama directory (sharded safetensors + index + config.json) from an agentjax model
     (with `extra_files` copied beside it, e.g. its tokenizer) or model directory (with its tokenizer files)."""
+    checkpoint.check_new_output(hf_dir)
     if isinstance(model_or_dir, Llama):
         model, extra = model_or_dir, [Path(f) for f in extra_files]
     else:

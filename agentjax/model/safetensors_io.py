@@ -1,8 +1,10 @@
 """Streaming safetensors: memory-mapped reads and tensor-by-tensor writes, bfloat16 included.
 
 The format is a little-endian u64 header size, a JSON header (name -> dtype, shape, byte offsets),
-then the raw bytes. Reading maps the file, so a tensor is only paged in when it is used; writing
-appends one tensor at a time, so a shard never has to be assembled in memory.
+then the raw bytes. Opening a file has the `safetensors` library validate it (header size, JSON,
+every tensor's offsets inside the file, byte length = dtype size x shape), so a corrupt file is a
+DataError naming it before any tensor is read. Reading maps the file, so a tensor is only paged in
+when it is used; writing appends one tensor at a time, so a shard never has to be assembled in memory.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Callable, Iterable
 
 import ml_dtypes
 import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from agentjax.util.errors import DataError
 
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -22,6 +27,7 @@ DTYPES = {
     "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
 }
 _NAMES = {v: k for k, v in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
 class SafetensorsFile:
@@ -29,12 +35,14 @@ class SafetensorsFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        try:
+            with safe_open(self.path, framework="numpy"):
+                pass
+        except SafetensorError as e:
+            raise DataError(str(self.path), "corrupt_safetensors", f"not a valid safetensors file: {e}") from None
         with open(self.path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
-            try:
-                header = json.loads(f.read(size))
-            except ValueError as e:
-                raise ValueError(f"{self.path}: corrupt safetensors header: {e}") from None
+            header = json.loads(f.read(size))
         self.metadata = header.pop("__metadata__", {}) or {}
         self.entries = header
         self._data_start = 8 + size
@@ -45,6 +53,10 @@ class SafetensorsFile:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.entries[name]["shape"])
+
+    def dtype(self, name: str) -> str:
+        """The tensor's declared safetensors dtype, e.g. `BF16`."""
+        return self.entries[name]["dtype"]
 
     def get(self, name: str) -> np.ndarray:
         entry = self.entries[name]

@@ -46,6 +46,17 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
                 yield origin, DataError(origin, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
 
 
+def read_json(path: str | Path) -> Any:
+    """The whole parsed JSON document (e.g. an object keyed by question id, a model's config.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "missing_file", "file not found")
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}", "invalid_json", f"not valid JSON: {e.msg}") from None
+
+
 def read_log(path: str | Path, key: str, kind: type) -> list[dict]:
     """The records of an append-only JSONL log (transcripts, metrics): each a JSON object whose `key` is a `kind`.
 
