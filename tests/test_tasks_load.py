@@ -139,5 +139,5 @@ def test_item6_whole_json_files_and_yaml_configs_name_the_bad_byte(tmp_path):
     assert read_json(results) == {"q1": {"pred": "a"}}
     config = tmp_path / "eval.yaml"
     config.write_bytes(b"task: hotpotqa\nsplit: d\xffv\n")
-    with pytest.raises(ConfigError, match=r"eval\.yaml: not valid YAML: .*#x00ff.*position 23"):
+    with pytest.raises(ConfigError, match=r"(?s)eval\.yaml: not valid YAML: .*#x00ff.*position 23"):
         read_yaml(config)
