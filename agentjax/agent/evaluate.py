@@ -2,8 +2,8 @@
 
 `transcripts.jsonl` gets one line per finished episode, flushed as it ends; rerunning the same
 command skips the questions already there (an unreadable line, e.g. torn by a kill, is reported and
-its episode redone), so an interrupted evaluation resumes without redoing or duplicating episodes. `summary.json` is written
-atomically at the end, from all the transcripts.
+its episode redone), so an interrupted evaluation resumes without redoing or duplicating episodes.
+`summary.json` is written atomically at the end, from all the transcripts.
 """
 
 from __future__ import annotations

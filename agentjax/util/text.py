@@ -17,7 +17,7 @@ BOM = b"\xef\xbb\xbf"
 _ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape turns undecodable bytes into
 
 
-def decode_line(raw: bytes, origin: str) -> str:
+def _decode_line(raw: bytes, origin: str) -> str:
     """One line's text; DataError (`invalid_utf8`) naming `origin` and the column when it is not UTF-8."""
     try:
         return raw.decode("utf-8")
@@ -32,7 +32,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str | DataError]]:
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM):]
             try:
-                yield lineno, decode_line(raw, f"{path}:{lineno}")
+                yield lineno, _decode_line(raw, f"{path}:{lineno}")
             except DataError as e:
                 yield lineno, e
 
