@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from agentjax.agent.evaluate import evaluate
 from agentjax.configlib import ConfigError, load, to_dict
+from agentjax.data.tokenizer import find_tokenizer
 from agentjax.quickstart import QuickstartConfig, eval_config, run_config, valid_share, write_trajectories
 from agentjax.train.metrics import read_metrics
 from agentjax.train.trainer import train
@@ -77,8 +78,8 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
                                  **({"conditioning": conditioning} if conditioning else {}))
         held_out_loss = read_metrics(where / "train")[-1].get("held_out_loss")
     else:
-        tokenizer = out / "variants" / "react" / "train" / "tokenizer.model"
-        if not tokenizer.exists():
+        tokenizer = out / "variants" / "react" / "train"
+        if find_tokenizer(tokenizer) is None:
             run_variant("react", cfg, world, out, progress)
             t0 = time.perf_counter()  # training the react variant is that variant's time, not this one's
         evaluation = eval_config(cfg, where / "eval", tokenizer=tokenizer, system_prompt=few_shot_prompt(world))

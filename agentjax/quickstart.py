@@ -115,7 +115,7 @@ def run_quickstart(cfg: QuickstartConfig, out: Path, progress: bool = True) -> d
     result = train(run_config(cfg, sources, out / "train"))  # trains the tokenizer first; resumes if interrupted
     timings["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    before = evaluate(eval_config(cfg, out / "eval-before", tokenizer=out / "train" / "tokenizer.model"), progress)
+    before = evaluate(eval_config(cfg, out / "eval-before", tokenizer=out / "train"), progress)
     timings["eval_before_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     after = evaluate(eval_config(cfg, out / "eval-after", run=out / "train"), progress)

@@ -63,7 +63,7 @@ class EvalConfig(ConfigSection):
         if (self.run is None) == (self.model is None):
             raise ConfigError("set exactly one of run (a training run directory) and model")
         if self.model is not None and self.tokenizer is None:
-            raise ConfigError("model: needs tokenizer (a tokenizer.model file)")
+            raise ConfigError("model: needs tokenizer (a tokenizer file or model directory)")
         if self.system_prompt and self.system_prompt_file:
             raise ConfigError("set system_prompt or system_prompt_file, not both")
         if self.tool_timeout_s <= 0 or self.observation_max_chars < 1:

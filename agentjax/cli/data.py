@@ -18,7 +18,7 @@ from agentjax.data.formats import read_conversations
 from agentjax.data.sources import load_source
 from agentjax.data.stats import epoch_stats
 from agentjax.data.templates import get_template, template_markers
-from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from agentjax.data.tokenizer import SENTENCEPIECE_FILE, Tokenizer, load_tokenizer, train_sentencepiece
 
 TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained text ⟧
 
@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--json", dest="json_out", help="also write the stats to this JSON file")
     for p in (inspect_, stats):
         p.add_argument("--config", required=True, help="YAML with a DataConfig, or a recipe whose `data:` section is one")
-        p.add_argument("--tokenizer", help="tokenizer model file; default: train a small sentencepiece model on the data")
+        p.add_argument("--tokenizer", help="a tokenizer file (.model, tokenizer.json) or model directory; default: train a small sentencepiece "
+                       "model on the data")
         p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained on the fly")
         p.add_argument("overrides", nargs="*", default=[], help="key=value changes to the data config, e.g. seq_len=4096")
 
@@ -74,6 +75,7 @@ def inspect(config: DataConfig, tokenizer: Tokenizer, num: int, source_name: str
     loaded = load_source(source, template, config.conditioning, config.bad_input)
     print(f"source {loaded.name}: {len(loaded.conversations)} conversations; template {template.name}; "
           f"trained text in {TRAINED_OPEN} {TRAINED_CLOSE}; stop strings {list(template.stop_strings)}")
+    print(tokenizer.describe())
     for conv in loaded.conversations[:num]:
         encoded = template.encode(conv)
         fits = "fits" if len(encoded.ids) - 1 <= config.seq_len else f"too long for seq_len {config.seq_len} ({config.overlong})"
@@ -83,8 +85,7 @@ def inspect(config: DataConfig, tokenizer: Tokenizer, num: int, source_name: str
 
 
 def mark_trained(ids: np.ndarray, weights: np.ndarray, tokenizer: Tokenizer) -> str:
-    """Decoded text with trained runs wrapped in ⟦ ⟧ and BOS/EOS shown as <s> and </s>."""
-    names = {tokenizer.bos_id: "<s>", tokenizer.eos_id: "</s>", tokenizer.pad_id: "<pad>"}
+    """Decoded text with trained runs wrapped in ⟦ ⟧ and control tokens (BOS, EOS, chat markers) shown by name."""
     parts, run, trained = [], b"", False
 
     def flush():
@@ -95,7 +96,7 @@ def mark_trained(ids: np.ndarray, weights: np.ndarray, tokenizer: Tokenizer) -> 
         if bool(weight) != trained:
             flush()
             run, trained = b"", bool(weight)
-        run += names.get(token, "").encode() or tokenizer.token_bytes(token)
+        run += tokenizer.token_bytes(token) or tokenizer.piece(token).encode()
     flush()
     return "".join(parts)
 
@@ -122,4 +123,4 @@ def _tokenizer_from_data(config: DataConfig, vocab_size: int) -> Tokenizer:
              for c in read_conversations(p, s.format, bad_input=policy) for t in c.turns]
     print(f"(tokenizer: sentencepiece trained on the fly, vocab {vocab_size}; pass --tokenizer for your model's)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        return train_sentencepiece(texts, vocab_size, Path(tmp) / "tokenizer.model", user_symbols=template_markers())
+        return train_sentencepiece(texts, vocab_size, Path(tmp) / SENTENCEPIECE_FILE, user_symbols=template_markers())

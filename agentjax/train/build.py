@@ -16,31 +16,27 @@ from jax.experimental import multihost_utils
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError
-from agentjax.util.atomic import atomic_write
 from agentjax.util.errors import BadInputPolicy
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import template_markers
-from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from agentjax.data.tokenizer import SENTENCEPIECE_FILE, Tokenizer, copy_tokenizer, find_tokenizer, load_tokenizer, train_sentencepiece
 from agentjax.model.checkpoint import abstract_model, restore_params
 from agentjax.model.llama import Llama, LlamaConfig
 from agentjax.model.lora import LoRAParam, add_lora
 from agentjax.train.config import RunConfig
 
-TOKENIZER_FILE = "tokenizer.model"
-
-
 def prepare_tokenizer(cfg: RunConfig, run_dir: Path) -> Tokenizer:
-    """The run's tokenizer, kept in the run directory: a copy of the configured file, or one trained on the data."""
-    saved = run_dir / TOKENIZER_FILE
-    if jax.process_index() == 0 and not saved.exists():
+    """The run's tokenizer, kept in the run directory: a copy of the configured one (its files under their standard
+    names, each written atomically), or a sentencepiece model trained on the data."""
+    if jax.process_index() == 0 and find_tokenizer(run_dir) is None:
         if cfg.tokenizer.path:
-            with atomic_write(saved, "wb") as f:  # a kill mid-copy must not leave half a tokenizer
-                f.write(Path(cfg.tokenizer.path).read_bytes())
+            copy_tokenizer(cfg.tokenizer.path, run_dir)
         else:
-            train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, saved, user_symbols=template_markers())
+            train_sentencepiece(corpus_texts(cfg), cfg.tokenizer.train_vocab_size, run_dir / SENTENCEPIECE_FILE,
+                                user_symbols=template_markers())
     if jax.process_count() > 1:  # every process, whatever it saw on disk
         multihost_utils.sync_global_devices("agentjax tokenizer ready")
-    return load_tokenizer(saved)
+    return load_tokenizer(run_dir)
 
 
 def corpus_texts(cfg: RunConfig):

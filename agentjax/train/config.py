@@ -35,14 +35,15 @@ class ModelSection(ConfigSection):
 
 @dataclass(frozen=True)
 class TokenizerSection(ConfigSection):
-    """A tokenizer file (a Llama-2 tokenizer.model), or train a small sentencepiece model on the data."""
+    """A tokenizer (a sentencepiece .model, a tokenizer.json, or a model directory holding one), or train a small
+    sentencepiece model on the data."""
 
     path: str | None = None
     train_vocab_size: int | None = None  # when set and path is missing, train one on the sources' text
 
     def validate(self):
         if self.path is None and self.train_vocab_size is None:
-            raise ConfigError("set path (a tokenizer.model) or train_vocab_size (train one on the data)")
+            raise ConfigError("set path (a tokenizer file or model directory) or train_vocab_size (train one on the data)")
 
 
 @dataclass(frozen=True)

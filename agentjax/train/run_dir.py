@@ -1,4 +1,4 @@
-"""A training run directory, self-describing: `config.yaml` + `tokenizer.model` + `checkpoints/` rebuild its model.
+"""A training run directory, self-describing: `config.yaml` + its tokenizer file(s) + `checkpoints/` rebuild its model.
 
 Under LoRA the checkpoints hold only the adapters; the frozen base comes back from `model.checkpoint`
 (saved as an absolute path) or from the run's seed (random init does not depend on the mesh).
@@ -20,7 +20,7 @@ from agentjax.util.atomic import atomic_write
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer
 from agentjax.model.llama import Llama
 from agentjax.model.lora import merge_lora
-from agentjax.train.build import TOKENIZER_FILE, build_model, resolve_model_config, trainable_filter
+from agentjax.train.build import build_model, resolve_model_config, trainable_filter
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.config import RunConfig
 
@@ -54,7 +54,7 @@ def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None) 
     into the kernels, with its parameters sharded over `mesh` (default: every device, fsdp), and its tokenizer."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(run_dir)
     mesh = mesh or sharding.make_mesh()
     checkpoints = Checkpoints(run_dir, read_only=True)
     try:

@@ -1,6 +1,6 @@
 """The training run: build mesh, tokenizer, model and data; train with checkpoints, metrics and resume.
 
-A run directory holds `config.yaml`, `tokenizer.model`, `checkpoints/` (train state + data position),
+A run directory holds `config.yaml`, its tokenizer file(s), `checkpoints/` (train state + data position),
 `metrics.jsonl` and `tb/` (see run_dir.py). Starting a run in a directory that has checkpoints resumes
 from the latest one, and the resumed run's losses and final parameters equal an uninterrupted run's.
 """
