@@ -1,4 +1,5 @@
-"""Templates: exact loss weights, BOS/EOS placement, FireAct fidelity, and train/inference token parity for every turn."""
+"""Templates: exact loss weights, BOS/end-of-turn placement, FireAct and Llama-2 fidelity, and train/inference token
+parity for every turn (chatml over SmolLM2's tokenizer, llama3 over a Llama-3-style one, the rest over sentencepiece)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 import numpy as np
 import pytest
 from data_support import FIREACT, fixture_conversations
+from tokenizer_support import LLAMA2_CHAT_TEMPLATE, llama3_dir, smollm2_dir
 
+from agentjax.data.chat_template import render_jinja
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import TEMPLATES, get_template
+from agentjax.data.tokenizer import load_tokenizer
 
 NAMES = sorted(TEMPLATES)
 
@@ -21,6 +25,13 @@ ODD = [  # shapes real data has and a chat loop can produce
     Conversation((Turn("assistant", "Starts with a reply", True), Turn("tool", "ok"), Turn("assistant", "  spaced  ", True))),
     Conversation((Turn("user", "q"), Turn("assistant", "", True), Turn("user", " lead space"), Turn("assistant", "\nnl\n", True))),
 ]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(shared_data, tok):
+    """The tokenizer each template is checked over: the chat formats need their model family's control tokens."""
+    texts = tuple(t.content for c in read_conversations(shared_data / FIREACT / "hotpotqa.jsonl", "fireact") for t in c.turns)
+    return {name: tok for name in NAMES} | {"chatml": load_tokenizer(smollm2_dir()), "llama3": load_tokenizer(llama3_dir(texts))}
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +48,16 @@ def only_trained(conv: Conversation, index: int) -> Conversation:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_weights_cover_exactly_the_trained_turns_and_their_eos(tok, conversations, name):
-    """Ids ignore train flags; each trained reply weighs exactly its own text then EOS; the weights add up per turn."""
+def test_weights_cover_exactly_the_trained_turns_and_their_end_of_turn(tokenizers, conversations, name):
+    """Ids ignore train flags; each trained reply weighs exactly its own text then its end-of-turn token; the weights
+    add up per turn; a rendering starts with the template's start ids (BOS, or none for chatml)."""
+    tok = tokenizers[name]
     template = get_template(name, tok)
+    start = template.start_ids()
     for conv in conversations:
         enc = template.encode(conv)
         assert enc.ids.dtype == np.int32 and enc.weights.dtype == np.float32 and len(enc.ids) == len(enc.weights)
-        assert enc.ids[0] == tok.bos_id and tok.bos_id not in enc.ids[1:]
-        assert list(enc.ids).count(tok.eos_id) == sum(t.role == "assistant" for t in conv.turns)
+        assert list(enc.ids[: len(start)]) == start
         untrained = template.encode(only_trained(conv, -1))
         assert np.array_equal(untrained.ids, enc.ids) and not untrained.weights.any()
         total = np.zeros_like(enc.weights)
@@ -55,8 +68,8 @@ def test_weights_cover_exactly_the_trained_turns_and_their_eos(tok, conversation
             assert np.array_equal(single.ids, enc.ids)
             trained_ids = enc.ids[single.weights > 0]
             if turn.role == "assistant":
-                assert trained_ids[-1] == tok.eos_id
-                assert tok.decode(trained_ids[:-1]) == template.reply_prefix + turn.content
+                assert trained_ids[-1] == template.eot_id
+                assert tok.decode(trained_ids[:-1]) == template.reply_text(turn.content)
             total += single.weights
         assert np.array_equal(total, enc.weights)
 
@@ -71,9 +84,11 @@ def test_react_can_train_observations_like_fireact_alpaca(tok, conversations):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_prompt_is_the_token_prefix_of_training_ids_at_every_turn(tok, conversations, name):
-    """For every prefix C and next reply A: prompt(C) + tokens(reply) + EOS == encode(C + A), and encode(C) is a
-    prefix of encode(C + next turn) and of prompt(C + observations...): the agent loop extends, never re-prefills."""
+def test_prompt_is_the_token_prefix_of_training_ids_at_every_turn(tokenizers, conversations, name):
+    """For every prefix C and next reply A: encode(C + A) is prompt(C), then the reply's text, then the end-of-turn
+    token (for templates writing nothing after a reply, exactly the tokens of the reply text); encode(C) is a prefix
+    of encode(C + next turn) and of prompt(C + observations...): the agent loop extends, never re-prefills."""
+    tok = tokenizers[name]
     template = get_template(name, tok)
     for conv in conversations:
         full = list(template.encode(conv).ids)
@@ -84,10 +99,14 @@ def test_prompt_is_the_token_prefix_of_training_ids_at_every_turn(tok, conversat
             prompt = template.prompt(head)
             assert prompt[: len(closed)] == closed
             if turn.role == "assistant":
-                generated = tok.encode(template.reply_prefix + turn.content) + [tok.eos_id]
-                assert prompt + generated == list(template.encode(conv.replace(turns=conv.turns[: k + 1])).ids)
+                with_reply = list(template.encode(conv.replace(turns=conv.turns[: k + 1])).ids)
+                generated = with_reply[len(prompt):]
+                assert with_reply[: len(prompt)] == prompt and generated[-1] == template.eot_id
                 reply_text = tok.decode(generated[:-1])
-                assert template.reply_content(reply_text) == turn.content
+                assert reply_text == template.reply_text(turn.content)
+                if not template.reply_suffix:
+                    assert generated[:-1] == tok.encode(reply_text)
+                assert template.reply_content(reply_text) == (turn.content.strip() if template.strip_content else turn.content)
 
 
 def test_react_renders_fireact_plain_text_with_eos_after_each_reply(shared_data, tok):
@@ -105,16 +124,18 @@ def test_react_renders_fireact_plain_text_with_eos_after_each_reply(shared_data,
         assert all(t.startswith(stop) for t in text_after_eos)
 
 
-def test_llama2_chat_spells_the_llama2_layout(tok):
-    """llama2-chat: system prompt inside the first [INST], a space before each reply, EOS after it."""
-    conv = Conversation((Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", "Hello.", True),
-                         Turn("user", "Bye"), Turn("assistant", "Bye.", True)))
+def test_llama2_chat_spells_meta_s_layout_with_bos_before_every_inst(tok):
+    """llama2-chat renders what Llama-2's own chat template writes: `<s>` before every [INST], the system prompt
+    inside the first, a space before and after each reply, then EOS (the space before [INST] is the dummy prefix)."""
+    conv = Conversation((Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", " Hello.", True),
+                         Turn("tool", "42"), Turn("assistant", "Bye.", True)))
     template = get_template("llama2-chat", tok)
     ids = list(template.encode(conv).ids)
     eos = [i for i, t in enumerate(ids) if t == tok.eos_id]
-    pieces = [tok.decode(ids[1 : eos[0]]), tok.decode(ids[eos[0] + 1 : eos[1]])]
-    assert pieces == [" [INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello.", " [INST] Bye [/INST] Bye."]
-    assert eos[-1] == len(ids) - 1
+    assert [i for i, t in enumerate(ids) if t == tok.bos_id] == [0, eos[0] + 1] and eos[-1] == len(ids) - 1
+    pieces = [tok.decode(ids[1 : eos[0]]), tok.decode(ids[eos[0] + 2 : eos[1]])]
+    assert pieces == [" [INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello. ", " [INST] 42 [/INST] Bye. "]
+    assert template.spell(ids) == render_jinja(LLAMA2_CHAT_TEMPLATE, template.messages(conv), tok)
 
 
 def test_chat_template_and_system_prompt_option(tok):

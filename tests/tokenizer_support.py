@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import atexit
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -22,6 +25,17 @@ LLAMA3_CHAT_TEMPLATE = (  # Meta-Llama-3-8B-Instruct's tokenizer_config.json cha
     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
     "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+LLAMA2_CHAT_TEMPLATE = (  # Llama-2-7b-chat-hf's tokenizer_config.json chat_template
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+    "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its template's
 
 
 def smollm2_gguf() -> Path:
@@ -50,11 +64,30 @@ def smollm2_reference() -> tuple[Tokenizer, dict]:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([t for t, kind in zip(tokens, types) if kind == gguf.TokenType.CONTROL])
     name = lambda key: tokens[gguf_field(reader, key)]  # noqa: E731
-    config = {"bos_token": name("tokenizer.ggml.bos_token_id"), "eos_token": name("tokenizer.ggml.eos_token_id"),
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name("tokenizer.ggml.bos_token_id"), "eos_token": name("tokenizer.ggml.eos_token_id"),
               "pad_token": name("tokenizer.ggml.padding_token_id"),
               "add_bos_token": bool(gguf_field(reader, "tokenizer.ggml.add_bos_token")),
               "chat_template": gguf_field(reader, "tokenizer.chat_template")}
     return tok, config
+
+
+def session_folder(prefix: str) -> Path:
+    """A temporary folder removed when this test session ends."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_dir() -> Path:
+    """A folder holding SmolLM2's tokenizer.json + tokenizer_config.json (from smollm2_reference), made once per session."""
+    return write_tokenizer_dir(session_folder("agentjax-test-smollm2-"), *smollm2_reference())
+
+
+@functools.lru_cache(maxsize=None)
+def llama3_dir(texts: tuple[str, ...]) -> Path:
+    """A folder holding a Llama-3-style tokenizer trained on `texts` (llama3_style_tokenizer), made once per session."""
+    return write_tokenizer_dir(session_folder("agentjax-test-llama3-"), *llama3_style_tokenizer(list(texts)))
 
 
 def write_tokenizer_dir(directory: Path, tok: Tokenizer, config: dict) -> Path:
@@ -82,7 +115,8 @@ def llama3_style_tokenizer(texts: list[str], vocab_size: int = 600) -> tuple[Tok
         processors.ByteLevel(trim_offsets=False),
         processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
                                       special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])])
-    config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_CHAT_TEMPLATE}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+              "chat_template": LLAMA3_CHAT_TEMPLATE}
     return tok, config
 
 

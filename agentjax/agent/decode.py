@@ -2,7 +2,7 @@
 
 The decode loop is one `lax.while_loop`: sample (greedy, temperature, top-k, top-p: per-row settings
 passed as arrays, so changing them never recompiles), stop a row on EOS, on a stop string, on its
-token budget or at the end of its cache. Stop strings are matched on the generated *bytes* (each
+token budget, at the end of its cache, or on a template's end-of-turn token. Stop strings are matched on the generated *bytes* (each
 token's bytes from the tokenizer), so a stop string split across tokens in any way is caught. A
 row's last sampled token is never written to the cache; the caller decides what the cache should
 continue with (see agent/loop.py, which re-renders the turn with the training template).
@@ -120,11 +120,12 @@ class Decoder:
     """
 
     def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
-                 max_new_tokens: int, buckets: tuple[int, ...] = (16, 64, 256), mesh=None):
+                 max_new_tokens: int, buckets: tuple[int, ...] = (16, 64, 256), mesh=None, end_ids: tuple[int, ...] = ()):
         self.graphdef, self.params = nnx.split(model)
         self.cfg = model.config
         self.batch, self.max_len, self.max_new = batch, max_len, max_new_tokens
-        self.eos_id, self.pad_id = tokenizer.eos_id, tokenizer.pad_id
+        self.pad_id = tokenizer.pad_id
+        self.end_ids = np.array(sorted({tokenizer.eos_id, *end_ids}), np.int32)  # EOS and a template's end of turn
         self.buckets = tuple(b for b in sorted(set(buckets)) if b <= max_len) or (max_len,)
         self.tables = stop_tables(tokenizer, self.cfg.vocab_size, stop_strings)
         self.mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
@@ -228,7 +229,7 @@ class Decoder:
             window, matched = append_and_match(s["window"], token, tables)
             position = lengths + count - 1  # where this token would be written
             reason = jnp.select(
-                [token == self.eos_id, matched, count >= max_new, position >= self.max_len - 1],
+                [jnp.any(token[:, None] == self.end_ids[None, :], axis=1), matched, count >= max_new, position >= self.max_len - 1],
                 [EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL], RUNNING)
             reason = jnp.where(active, reason, s["reason"])
             still = active & (reason == RUNNING)

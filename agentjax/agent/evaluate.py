@@ -125,7 +125,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     todo = [q for q in questions if q.id not in done]
     g = cfg.generation
     loop = AgentLoop(
-        Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh),
+        Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh,
+                end_ids=template.end_ids),
         template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
         LoopSettings(cfg.max_steps, Sampling(g.temperature, g.top_k, g.top_p), cfg.tool_timeout_s,
                      cfg.observation_max_chars, reply_without_action=cfg.reply_without_action, seed=cfg.seed),

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.formats import FORMATS
-from agentjax.data.templates import TEMPLATES
+from agentjax.data.templates import AUTO, TEMPLATES
 
 
 @dataclass
@@ -106,8 +106,8 @@ class DataConfig(ConfigSection):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"sources: two sources are named {dupes[0]!r}; give them distinct `name`s")
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"template: {self.template!r} is not one of {sorted(TEMPLATES)}")
+        if self.template not in TEMPLATES and self.template != AUTO:
+            raise ConfigError(f"template: {self.template!r} is not one of {sorted(TEMPLATES)} or {AUTO!r}")
         for key, minimum in (("seq_len", 8), ("pack_window", 1), ("parallel_windows", 1), ("prefetch_batches", 0)):
             if getattr(self, key) < minimum:
                 raise ConfigError(f"{key}: must be >= {minimum}, got {getattr(self, key)}")

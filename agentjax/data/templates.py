@@ -1,18 +1,23 @@
 """Chat templates: one renderer turns a Conversation into token ids + loss weights (training) and prompts (inference).
 
 Each turn is rendered as three texts tokenized separately: an opening (markers, never trained), a
-body and a closing (trained when the turn is), then EOS after every assistant turn. Token ids never
-depend on train flags, and the opening of a turn depends only on the turn before it, so
-`prompt(C)` is exactly a token prefix of `encode(C + [assistant turn]).ids`.
+body and a closing (trained when the turn is), then the end-of-turn token after every assistant turn
+(EOS, or the chat format's own: `<|im_end|>`, `<|eot_id|>`). Control tokens inside marker texts are
+inserted by id, never tokenized from text. Token ids never depend on train flags, and the opening of
+a turn depends only on the turn before it, so `prompt(C)` is exactly a token prefix of
+`encode(C + [assistant turn]).ids`. A rendering ends at its last end-of-turn token: the line break
+some formats write after it opens the next turn instead.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from agentjax.data.chat_template import matching_template
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.tokenizer import Tokenizer
 
@@ -35,16 +40,35 @@ class Template:
 
     name = ""
     markers: tuple[str, ...] = ()  # literal marker texts (single pieces in tokenizers trained by agentjax)
+    specials: tuple[str, ...] = ()  # control tokens the marker texts contain; the tokenizer must have each
+    end_of_turn: str | None = None  # the control token that ends an assistant turn (None: the tokenizer's EOS)
     stop_strings: tuple[str, ...] = ()
     reply_prefix = ""  # text the template puts before assistant content, which the model generates itself
+    reply_suffix = ""  # text the template puts after assistant content, before the end-of-turn token
+    strip_content = False  # the format trims surrounding whitespace from every turn's content
+    observation_prefix = ""  # what a tool result reads as, once it is a user message of a model's chat format
 
     def __init__(self, tokenizer: Tokenizer, train_observations: bool = False, system_prompt: str = ""):
         self.tokenizer = tokenizer
         self.train_observations = bool(train_observations)
         self.system_prompt = system_prompt
+        self._special_ids = {token: self._special(token) for token in self.specials}
+        self._split = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")") if self.specials else None
+        self.eot_id = self._special(self.end_of_turn) if self.end_of_turn else tokenizer.eos_id
         self._cache: dict[str, list[int]] = {}
 
+    def _special(self, token: str) -> int:
+        i = self.tokenizer.special_id(token)
+        if i is None:
+            raise ValueError(f"{self.tokenizer.source}: template {self.name!r} needs the special token {token!r}, "
+                             "which this tokenizer does not have")
+        return i
+
     # -- what subclasses define -----------------------------------------------------------------
+
+    def start_ids(self) -> list[int]:
+        """The ids every rendering starts with: the tokenizer's BOS, if it has one."""
+        return [] if self.tokenizer.bos_id is None else [self.tokenizer.bos_id]
 
     def opening(self, role: str, prev_role: str | None) -> str:
         """Marker text that opens a turn of `role` after a turn of `prev_role` (None at the start)."""
@@ -55,13 +79,18 @@ class Template:
         raise NotImplementedError
 
     def closing(self, role: str) -> str:
-        """Text after the body (before EOS for assistant turns)."""
+        """Text after the body (before the end-of-turn token for assistant turns)."""
         return ""
 
     # -- rendering ------------------------------------------------------------------------------
 
+    @property
+    def end_ids(self) -> tuple[int, ...]:
+        """Tokens that end a generated reply: the end-of-turn token and the tokenizer's EOS."""
+        return tuple(dict.fromkeys((self.eot_id, self.tokenizer.eos_id)))
+
     def encode(self, conv: Conversation) -> Encoded:
-        """Token ids and weights for training: BOS once; weights on trained turns' body, closing and EOS."""
+        """Token ids and weights for training: start ids once; weights on trained turns' body, closing and end of turn."""
         ids, weights, _ = self._render(conv)
         return Encoded(np.asarray(ids, np.int32), np.asarray(weights, np.float32))
 
@@ -70,29 +99,48 @@ class Template:
         ids, _, last_role = self._render(conv)
         return ids + self._marker_ids(self.opening("assistant", last_role))
 
+    def reply_text(self, content: str) -> str:
+        """What the model writes for an assistant turn with `content`, up to its end-of-turn token."""
+        return self.reply_prefix + (content.strip() if self.strip_content else content) + self.reply_suffix
+
     def reply_content(self, generated: str) -> str:
-        """The assistant turn content for text generated after `prompt` (EOS and stop string already removed)."""
-        return generated.removeprefix(self.reply_prefix)
+        """The assistant turn content for text generated after `prompt` (end of turn and stop string already removed)."""
+        content = generated.removeprefix(self.reply_prefix).removesuffix(self.reply_suffix)
+        return content.strip() if self.strip_content else content
 
     def trained(self, turn: Turn) -> bool:
         """Whether this turn carries loss: its own flag, or an observation when `train_observations`."""
         return turn.train or (self.train_observations and turn.role == "tool")
 
+    def messages(self, conv: Conversation) -> list[dict[str, str]]:
+        """`conv` as Hugging Face chat messages, as this template reads it: tool results are user messages."""
+        return [{"role": "user", "content": self.observation_prefix + t.content} if t.role == "tool"
+                else {"role": t.role, "content": t.content} for t in self._turns(conv)]
+
+    def spell(self, ids: list[int]) -> str:
+        """The text of `ids` with control tokens written out, as a Jinja chat template writes it."""
+        tok = self.tokenizer
+        return b"".join(tok.token_bytes(i) or tok.piece(i).encode() for i in ids).decode("utf-8", errors="replace")
+
+    def _turns(self, conv: Conversation) -> tuple[Turn, ...]:
+        """The turns rendered: the template's system prompt first when the conversation has none."""
+        if self.system_prompt and not any(t.role == "system" for t in conv.turns):
+            return (Turn("system", self.system_prompt),) + conv.turns
+        return conv.turns
+
     def _render(self, conv: Conversation) -> tuple[list[int], list[float], str | None]:
         """Ids, weights and the last role of `conv`, one segment at a time."""
-        turns = conv.turns
-        if self.system_prompt and not any(t.role == "system" for t in turns):
-            turns = (Turn("system", self.system_prompt),) + turns
-        tok = self.tokenizer
-        ids, weights = [tok.bos_id], [0.0]
+        turns = self._turns(conv)
+        ids = self.start_ids()
+        weights = [0.0] * len(ids)
         prev: str | None = None
         for turn in turns:
             w = 1.0 if self.trained(turn) else 0.0
             for part, part_weight in (
                 (self._marker_ids(self.opening(turn.role, prev)), 0.0),
-                (tok.encode(self.body(turn, prev)), w),
+                (self.tokenizer.encode(self.body(turn, prev)), w),
                 (self._marker_ids(self.closing(turn.role)), w),
-                ([tok.eos_id] if turn.role == "assistant" else [], w),
+                ([self.eot_id] if turn.role == "assistant" else [], w),
             ):
                 ids += part
                 weights += [part_weight] * len(part)
@@ -100,9 +148,11 @@ class Template:
         return ids, weights, prev
 
     def _marker_ids(self, text: str) -> list[int]:
-        """Token ids of a marker text, cached (markers repeat in every conversation)."""
+        """Token ids of a marker text, its control tokens by id, cached (markers repeat in every conversation)."""
         if text not in self._cache:
-            self._cache[text] = self.tokenizer.encode(text)
+            parts = self._split.split(text) if self._split else [text]
+            self._cache[text] = [i for p in parts if p for i in
+                                 ([self._special_ids[p]] if p in self._special_ids else self.tokenizer.encode(p))]
         return self._cache[text]
 
 
@@ -129,30 +179,37 @@ class ReactTemplate(Template):
 
 
 class Llama2ChatTemplate(Template):
-    """Llama-2 chat: `[INST] <<SYS>>...<</SYS>> user [/INST] reply</s>`, spaced as Llama-2's own tokenization is.
-
-    Tool results are user turns, as in AgentLM. The model writes the space before its reply.
-    """
+    """Llama-2 chat as Meta's reference code writes it: `<s>[INST] <<SYS>>...<</SYS>> user [/INST] reply </s>`, with
+    `<s>` before every `[INST]`, contents trimmed, a space before and after each reply; spaced as Llama-2's
+    tokenization with its dummy prefix is. Tool results are user turns, as in AgentLM."""
 
     name = "llama2-chat"
     markers = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+    specials = ("<s>",)
     stop_strings = ("[INST]",)
-    reply_prefix = " "
+    reply_prefix = reply_suffix = " "
+    strip_content = True
+
+    def start_ids(self) -> list[int]:
+        return [self._special_ids["<s>"]]
 
     def opening(self, role: str, prev_role: str | None) -> str:
         if role == "assistant" or (role in ("user", "tool") and prev_role == "system"):
             return ""
-        return " [INST]"
+        return ("<s>" if prev_role == "assistant" else "") + " [INST]"
 
     def body(self, turn: Turn, prev_role: str | None) -> str:
         if turn.role == "system":
-            return f" <<SYS>>\n{turn.content}\n<</SYS>>\n\n"
+            return f" <<SYS>>\n{turn.content.strip()}\n<</SYS>>\n\n"
         if turn.role == "assistant":
-            return self.reply_prefix + turn.content
-        return turn.content if prev_role == "system" else " " + turn.content
+            return self.reply_prefix + turn.content.strip()
+        return turn.content.strip() if prev_role == "system" else " " + turn.content.strip()
 
     def closing(self, role: str) -> str:
-        return "" if role in ("system", "assistant") else " [/INST]"
+        return {"system": "", "assistant": self.reply_suffix}.get(role, " [/INST]")
+
+    def spell(self, ids: list[int]) -> str:
+        return super().spell(ids).replace("<s> [INST]", "<s>[INST]")  # that space is Llama-2's dummy prefix
 
 
 class ChatTemplate(Template):
@@ -172,17 +229,75 @@ class ChatTemplate(Template):
         return "" if role == "assistant" else "\n"
 
 
-TEMPLATES: dict[str, type[Template]] = {t.name: t for t in (ReactTemplate, Llama2ChatTemplate, ChatTemplate)}
+class ModelChatTemplate(Template):
+    """A model family's own chat format. Trajectories enter it as the chat datasets do: replies (Thought/Action)
+    are assistant turns, tool results are user turns reading `Observation: ...`; a reply that goes on to
+    write an observation itself is cut at `\\nObservation:`."""
+
+    stop_strings = ("\nObservation:",)
+    observation_prefix = "Observation: "
+
+    @staticmethod
+    def role(role: str) -> str:
+        return "user" if role == "tool" else role
+
+    def body(self, turn: Turn, prev_role: str | None) -> str:
+        content = (self.observation_prefix if turn.role == "tool" else "") + turn.content
+        return content.strip() if self.strip_content else content
+
+
+class ChatMLTemplate(ModelChatTemplate):
+    """ChatML (SmolLM2, Qwen): `<|im_start|>role\\n...<|im_end|>\\n`, no BOS; replies end with `<|im_end|>`."""
+
+    name = "chatml"
+    specials = ("<|im_start|>", "<|im_end|>")
+    end_of_turn = "<|im_end|>"
+
+    def start_ids(self) -> list[int]:
+        return []
+
+    def opening(self, role: str, prev_role: str | None) -> str:
+        return ("\n" if prev_role == "assistant" else "") + f"<|im_start|>{self.role(role)}\n"
+
+    def closing(self, role: str) -> str:
+        return "" if role == "assistant" else "<|im_end|>\n"
+
+
+class Llama3Template(ModelChatTemplate):
+    """Llama 3 Instruct: `<|begin_of_text|>` once, then `<|start_header_id|>role<|end_header_id|>\\n\\n` + trimmed
+    content + `<|eot_id|>` per turn; replies end with `<|eot_id|>`."""
+
+    name = "llama3"
+    specials = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+    end_of_turn = "<|eot_id|>"
+    strip_content = True
+
+    def start_ids(self) -> list[int]:
+        return [self._special_ids["<|begin_of_text|>"]]
+
+    def opening(self, role: str, prev_role: str | None) -> str:
+        return f"<|start_header_id|>{self.role(role)}<|end_header_id|>\n\n"
+
+    def closing(self, role: str) -> str:
+        return "" if role == "assistant" else "<|eot_id|>"
+
+
+TEMPLATES: dict[str, type[Template]] = {t.name: t for t in (ReactTemplate, Llama2ChatTemplate, ChatTemplate,
+                                                            ChatMLTemplate, Llama3Template)}
+AUTO = "auto"  # the tokenizer's own chat template family
 
 
 def get_template(name: str, tokenizer: Tokenizer, **options: Any) -> Template:
-    """The template called `name` (`react`, `llama2-chat`, `chat`) over `tokenizer`, with its options."""
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown template {name!r}; known templates: {sorted(TEMPLATES)}")
+    """The template called `name` (`react`, `llama2-chat`, `chat`, `chatml`, `llama3`, or `auto`: the family of the
+    tokenizer's own chat template, checked to render what that template renders) over `tokenizer`."""
+    if name != AUTO and name not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; known templates: {sorted(TEMPLATES)} or {AUTO!r}")
     known = {"train_observations", "system_prompt"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"template {name!r}: unknown option {unknown[0]!r}; known options: {sorted(known)}")
+    if name == AUTO:
+        return matching_template(tokenizer, TEMPLATES, **options)
     return TEMPLATES[name](tokenizer, **options)
 
 

@@ -371,4 +371,4 @@ def train_sentencepiece(
         raise ValueError(f"sentencepiece training failed (vocab_size={vocab_size}, {len(symbols)} user symbols): {e}") from None
     with atomic_write(out_path, "wb") as f:
         f.write(model.getvalue())
-    return SentencePieceTokenizer(model.getvalue())
+    return SentencePieceTokenizer(out_path)

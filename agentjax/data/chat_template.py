@@ -1,0 +1,63 @@
+"""`template: auto`: the agentjax template of a tokenizer's own Jinja chat template, checked to render the same text.
+
+The family is told by its markers; a probe conversation (system prompt, replies, a tool result, a
+final user turn) is then rendered both by the Jinja template, as transformers' `apply_chat_template`
+does, and by the agentjax template; any difference is an error naming the file and the first difference.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jinja2
+import jinja2.ext
+import jinja2.sandbox
+
+from agentjax.data.conversation import Conversation, Turn
+from agentjax.data.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # templates.py imports this module
+    from agentjax.data.templates import Template
+
+FAMILIES = (("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3"), ("[INST]", "llama2-chat"))
+PROBE = Conversation((
+    Turn("system", "Answer with the tools."), Turn("user", "Question: Which river is longer, the Danube or the Rhine?"),
+    Turn("assistant", "Thought: I need the Danube's length.\nAction: search[Danube]"),
+    Turn("tool", "The Danube is 2,850 km long."), Turn("assistant", "Action: finish[Danube]"), Turn("user", "Thanks."),
+))
+
+
+def render_jinja(chat_template: str, messages: list[dict], tokenizer: Tokenizer) -> str:
+    """The chat template's text for `messages` with the generation prompt, in a sandbox as transformers renders it."""
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                      extensions=[jinja2.ext.loopcontrols])
+    env.globals["raise_exception"] = raise_exception
+    bos = "" if tokenizer.bos_id is None else tokenizer.piece(tokenizer.bos_id)
+    return env.from_string(chat_template).render(messages=messages, add_generation_prompt=True, bos_token=bos,
+                                                 eos_token=tokenizer.piece(tokenizer.eos_id))
+
+
+def matching_template(tokenizer: Tokenizer, templates: dict[str, type[Template]], **options) -> Template:
+    """The template of `tokenizer`'s chat template family, if it renders the probe exactly as the chat template does."""
+    where = f"{tokenizer.source}: its chat template (tokenizer_config.json chat_template)"
+    if not tokenizer.chat_template:
+        raise ValueError(f"{tokenizer.source}: template auto needs a chat template, and this tokenizer has none "
+                         "(no tokenizer_config.json with chat_template); name the template instead")
+    name = next((n for marker, n in FAMILIES if marker in tokenizer.chat_template), None)
+    if name is None:
+        raise ValueError(f"{where} is none of the formats agentjax renders ({[n for _, n in FAMILIES]}); "
+                         "name a template instead")
+    template = templates[name](tokenizer, **options)
+    try:
+        expected = render_jinja(tokenizer.chat_template, template.messages(PROBE), tokenizer)
+    except jinja2.exceptions.TemplateError as e:
+        raise ValueError(f"{where} fails to render a conversation: {e}") from None
+    rendered = template.spell(template.prompt(PROBE))
+    if rendered != expected:
+        at = next((i for i, (a, b) in enumerate(zip(rendered, expected)) if a != b), min(len(rendered), len(expected)))
+        raise ValueError(f"{where} looks like {name} but agentjax's {name} template cannot reproduce it: at character "
+                         f"{at} it writes {expected[at:at + 40]!r}, agentjax {rendered[at:at + 40]!r}")
+    return template
