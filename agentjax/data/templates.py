@@ -247,7 +247,10 @@ class ModelChatTemplate(Template):
 
 
 class ChatMLTemplate(ModelChatTemplate):
-    """ChatML (SmolLM2, Qwen): `<|im_start|>role\\n...<|im_end|>\\n`, no BOS; replies end with `<|im_end|>`."""
+    """ChatML (SmolLM2, Qwen): `<|im_start|>role\\n...<|im_end|>\\n`, no BOS; replies end with `<|im_end|>`.
+
+    Contents are kept as they are; one that starts with whitespace is tokenized apart from the line break before
+    it, where transformers' whole-text tokenization may merge the two (same text, exact loss weights)."""
 
     name = "chatml"
     specials = ("<|im_start|>", "<|im_end|>")
