@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jax
 
 from agentjax.configlib import ConfigError
+from agentjax.data.tokenizer import find_tokenizer
 from agentjax.train.config import RunConfig
 
 
@@ -29,9 +29,10 @@ def validate_run(cfg: RunConfig, mesh) -> None:
 
 
 def check_files(cfg: RunConfig) -> None:
-    """The tokenizer file and every data file named by the config exist (globs must match something)."""
-    if cfg.tokenizer.path and not Path(cfg.tokenizer.path).is_file():
-        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} does not exist")
+    """The tokenizer and every data file named by the config exist (globs must match something)."""
+    if cfg.tokenizer.path and find_tokenizer(cfg.tokenizer.path) is None:
+        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} does not exist (a tokenizer file, or a directory "
+                          "holding tokenizer.json or tokenizer.model)")
     for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
         for i, source in enumerate(data.sources if data is not None else ()):
             try:
