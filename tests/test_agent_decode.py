@@ -153,19 +153,13 @@ def test_budget_ends_rows(tok, model):
     assert (tokens[:, 7:] == tok.pad_id).all()
 
 
-def test_eos_ends_a_row(tok, model):
-    """When the model emits EOS the row stops at once and reports EOS (EOS here = the model's first greedy token)."""
+def test_eos_or_a_template_s_end_of_turn_token_ends_a_row(tok, model):
+    """The tokens that end a reply are the tokenizer's EOS and the template's end_ids (a chat format's <|im_end|> or
+    <|eot_id|>); when the model emits one the row stops at once and reports EOS (here: the model's first greedy token)."""
     first = int(_generate(tok, model, (), [Sampling()] * 2)[0][0, 0])
-
-    class EosIsFirst:
-        """The test tokenizer, but with EOS set to the token the model will produce first."""
-
-        def __getattr__(self, name):
-            return getattr(tok, name)
-
-        eos_id = first
-
-    decoder = Decoder(model, EosIsFirst(), (), batch=2, max_len=128, max_new_tokens=40, buckets=(16,))
+    assert first != tok.eos_id
+    decoder = Decoder(model, tok, (), batch=2, max_len=128, max_new_tokens=40, buckets=(16,), end_ids=(first,))
+    assert sorted(decoder.end_ids.tolist()) == sorted({tok.eos_id, first})
     cache, logits, n = _prompt(tok, decoder)
     out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
     assert list(out.count) == [1, 1] and set(np.asarray(out.reason)) == {EOS}

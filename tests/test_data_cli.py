@@ -6,6 +6,7 @@ import json
 
 import yaml
 from data_support import FIREACT
+from tokenizer_support import smollm2_dir
 
 from agentjax.cli import main
 
@@ -29,6 +30,17 @@ def test_inspect_marks_trained_replies_and_leaves_observations_unmarked(tmp_path
     assert "hotpotqa.jsonl:1" in out and "<s>Who was once considered the best kick boxer" in out
     assert "⟦Thought: I need to search for the best kick boxer" in out and "finish[Badr Hari]</s>⟧" in out
     assert "\nObservation: Badr Hari (born 8 December 1984)" in out
+
+
+def test_inspect_with_a_tokenizer_json_shows_its_special_tokens_and_pad(tmp_path, shared_data, capsys):
+    """With SmolLM2's tokenizer and template auto (chatml): the BOS/EOS/pad line names the fallback pad, control
+    tokens are written out, and each reply's <|im_end|> is inside the trained span."""
+    recipe = write_recipe(tmp_path, shared_data)
+    assert main(["data", "inspect", "--config", str(recipe), "--tokenizer", str(smollm2_dir()), "-n", "1", "template=auto"]) == 0
+    out = capsys.readouterr().out
+    assert "template chatml" in out and "bos none, eos <|im_end|> (2), pad <|endoftext|> (0): fallback" in out
+    assert "<|im_start|>user\nWho was once considered the best kick boxer" in out
+    assert "<|im_start|>assistant\n⟦Thought: I need to search" in out and "finish[Badr Hari]<|im_end|>⟧" in out
 
 
 def test_stats_prints_and_writes_json_with_overrides(tmp_path, shared_data, capsys):
