@@ -57,7 +57,7 @@ def test_tiny_llama3_style_model_trains_and_evaluates_world_episodes(tmp_path):
     summary = evaluate(from_dict(EvalConfig, dict(
         run=str(run), task="world", world=to_dict(WORLD), split="test", limit=2, max_steps=2,
         output_dir=str(tmp_path / "eval"), mesh={"num_devices": 1},
-        generation={"batch_size": 2, "max_len": 512, "max_new_tokens": 16, "buckets": [16, 64, 256]})), progress=False)
+        generation={"batch_size": 2, "max_len": 512, "max_new_tokens": 16, "buckets": [64, 256]})), progress=False)
     records = [json.loads(line) for line in (tmp_path / "eval" / TRANSCRIPTS).read_text().splitlines()]
     assert summary["n"] == 2 and len(records) == 2
     assert all(r["status"] in ("finished", "max_steps", "context_limit") and r["steps"] >= 1 for r in records)
