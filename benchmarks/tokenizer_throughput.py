@@ -21,8 +21,8 @@ from pathlib import Path
 from common import interleaved_medians, print_table, write_json
 
 from agentjax.data.formats import read_conversations
-from agentjax.data.templates import get_template
-from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from agentjax.data.templates import get_template, template_markers
+from agentjax.data.tokenizer import SENTENCEPIECE_FILE, Tokenizer, load_tokenizer, train_sentencepiece
 
 FILE = "fireact/finetune/gpt_format/multitask_multimethod.jsonl"
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def main() -> None:
             sp, sp_train_s = load_tokenizer(args.sentencepiece), None
         else:
             t0 = time.perf_counter()
-            sp = train_sentencepiece(texts, 32000, Path(tmp) / "tokenizer.model")
+            sp = train_sentencepiece(texts, 32000, Path(tmp) / SENTENCEPIECE_FILE, user_symbols=template_markers())
             sp_train_s = time.perf_counter() - t0
     rows = [measure(f"tokenizer.json {args.hf or 'SmolLM2 (GGUF)'}", hf, args.hf_template, texts, conversations, args.repeats),
             measure(f"sentencepiece {args.sentencepiece or 'trained 32k'}", sp, "react", texts, conversations, args.repeats)]

@@ -15,11 +15,11 @@ from agentjax.agent.evaluate import TRANSCRIPTS, evaluate
 from agentjax.configlib import from_dict, to_dict
 from agentjax.data.native import write_conversations
 from agentjax.data.templates import Llama3Template, get_template
-from agentjax.tasks.teacher import generate_trajectories
-from agentjax.tasks.world import WorldConfig, build_world
 from agentjax.train.config import RunConfig
 from agentjax.train.run_dir import load_trained_model, read_run_config
 from agentjax.train.trainer import train
+from agentjax.world.build import WorldConfig, build_world
+from agentjax.world.teacher import generate_trajectories
 
 WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eval_questions_per_kind=2, train_questions_per_kind=4)
 
@@ -55,7 +55,7 @@ def test_tiny_llama3_style_model_trains_and_evaluates_world_episodes(tmp_path):
     assert ids.count(template.eot_id) == len(trajectories[0].turns) and tokenizer.vocab_size == model.config.vocab_size
 
     summary = evaluate(from_dict(EvalConfig, dict(
-        run=str(run), task="world", world=to_dict(WORLD), split="test", limit=2, max_steps=2,
+        run=str(run), task="world", task_options=to_dict(WORLD), split="test", limit=2, max_steps=2,
         output_dir=str(tmp_path / "eval"), mesh={"num_devices": 1},
         generation={"batch_size": 2, "max_len": 512, "max_new_tokens": 16, "buckets": [64, 256]})), progress=False)
     records = [json.loads(line) for line in (tmp_path / "eval" / TRANSCRIPTS).read_text().splitlines()]

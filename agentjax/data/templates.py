@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agentjax.data.chat_template import matching_template
+from agentjax.data.chat_template import PROBE, chat_template_family, check_renders_like_chat_template
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.tokenizer import Tokenizer
 
@@ -299,9 +299,10 @@ def get_template(name: str, tokenizer: Tokenizer, **options: Any) -> Template:
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"template {name!r}: unknown option {unknown[0]!r}; known options: {sorted(known)}")
+    template = TEMPLATES[chat_template_family(tokenizer) if name == AUTO else name](tokenizer, **options)
     if name == AUTO:
-        return matching_template(tokenizer, TEMPLATES, **options)
-    return TEMPLATES[name](tokenizer, **options)
+        check_renders_like_chat_template(template.name, tokenizer, template.messages(PROBE), template.spell(template.prompt(PROBE)))
+    return template
 
 
 def template_markers() -> tuple[str, ...]:
