@@ -35,6 +35,7 @@ class EvalConfig(ConfigSection):
     """Which model, on which task and tools, with which method and template, written where."""
 
     run: str | None = None  # a training run directory: its latest checkpoint and tokenizer
+    run_base: str | None = None  # the run's base model directory, when it is not where the run recorded it
     model: ModelSection | None = None  # or a model directory / preset (with `tokenizer`)
     tokenizer: str | None = None
     template: str | None = None  # default: the run's data.template (react for a model without a run)
@@ -82,7 +83,7 @@ class EvalConfig(ConfigSection):
         """This config with the template and NAT conditioning the model was trained with, where not set."""
         data = None
         if self.run is not None:
-            data = read_run_config(self.run).data
+            data = read_run_config(self.run, self.run_base).data
         trained_conditioning = data.conditioning if data and data.conditioning.mode != "none" else None
         return replace(
             self,

@@ -41,7 +41,7 @@ TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
     """The model to evaluate (LoRA merged for speed) and its tokenizer."""
     if cfg.run is not None:
-        return load_trained_model(cfg.run, mesh)
+        return load_trained_model(cfg.run, mesh, base=cfg.run_base)
     tokenizer = load_tokenizer(cfg.tokenizer)
     run = RunConfig(model=cfg.model, seed=cfg.seed)
     return build_model(run, mesh, resolve_model_config(run, tokenizer)), tokenizer

@@ -1,17 +1,16 @@
 """`agentjax convert hf-to-agentjax HF_DIR OUT`, `agentjax convert gguf-to-agentjax FILE.gguf|NAME OUT` and
 `agentjax convert agentjax-to-hf SRC HF_DIR`.
 
-SRC is an agentjax model directory or a training run directory (its latest checkpoint, LoRA merged).
+SRC is an agentjax model directory or a training run directory (its latest checkpoint, LoRA merged, plus its
+adapters as a PEFT directory); the output is a complete HF directory (tokenizer, chat template, generation config).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from agentjax.model import checkpoint, convert
-from agentjax.train.build import TOKENIZER_FILE
-from agentjax.train.run_dir import is_run_dir, load_trained_model
+from agentjax.model import checkpoint, convert, gguf_import
+from agentjax.train.export import export_hf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dst", help="output directory (must not exist; written atomically)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="parameter dtype of the output (default: the source's; float32 from GGUF)")
+    parser.add_argument("--base", default=None,
+                        help="agentjax-to-hf of a run: its base model directory, if no longer where the run recorded it")
 
 
 def run(args) -> int:
@@ -29,17 +30,11 @@ def run(args) -> int:
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")
     elif args.direction == "gguf-to-agentjax":
-        from agentjax.model import gguf_import  # keeps the gguf package off the other directions' path
-
         path = gguf_import.resolve(args.src)
         cfg = gguf_import.gguf_to_agentjax(path, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst} from {path}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, "
               f"{cfg.param_dtype}, with tokenizer.json")
-    elif is_run_dir(args.src):
-        model, _ = load_trained_model(args.src)
-        convert.agentjax_to_hf(model, args.dst, dtype=args.dtype, extra_files=[Path(args.src) / TOKENIZER_FILE])
-        print(f"wrote {args.dst} from the training run {args.src} (Hugging Face LlamaForCausalLM, safetensors)")
     else:
-        convert.agentjax_to_hf(args.src, args.dst, dtype=args.dtype)
-        print(f"wrote {args.dst} (Hugging Face LlamaForCausalLM, safetensors)")
+        written = export_hf(args.src, args.dst, dtype=args.dtype, base=args.base)
+        print(f"wrote {args.dst} (Hugging Face LlamaForCausalLM): {written}")
     return 0

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -121,7 +121,7 @@ def config_to_hf(cfg: LlamaConfig, dtype: str) -> dict:
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
         head_dim=cfg.head_dim, intermediate_size=cfg.mlp_dim, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
         max_position_embeddings=cfg.max_seq_len, tie_word_embeddings=cfg.tie_embeddings, attention_bias=False,
-        mlp_bias=False, rope_theta=cfg.rope_theta, torch_dtype=dtype, bos_token_id=1, eos_token_id=2,
+        mlp_bias=False, rope_theta=cfg.rope_theta, torch_dtype=dtype,
     )
     s = cfg.rope_scaling
     if s is not None and s.kind == "llama3":
@@ -227,16 +227,11 @@ def _build(source: HFCheckpoint, m: TensorMap, shape, dtype, target, n_layers: i
 # -- agentjax -> HF ---------------------------------------------------------------------------
 
 
-def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None, extra_files=()) -> None:
-    """Write an HF Llama directory (sharded safetensors + index + config.json) from an agentjax model
-    (with `extra_files` copied beside it, e.g. its tokenizer) or model directory (with its tokenizer files)."""
+def agentjax_to_hf(model: Llama, hf_dir: str | Path, dtype: str | None = None, config_fields: dict | None = None,
+                   write_extra: Callable[[Path], None] | None = None) -> None:
+    """Write an HF Llama directory (sharded safetensors + index + config.json, plus `config_fields` such as the
+    bos/eos ids) from an agentjax model, atomically; `write_extra(tmp_dir)` adds files (tokenizer, adapters)."""
     checkpoint.check_new_output(hf_dir)
-    if isinstance(model_or_dir, Llama):
-        model, extra = model_or_dir, [Path(f) for f in extra_files]
-    else:
-        src = Path(model_or_dir)
-        model = checkpoint.load_checkpoint(src)
-        extra = [src / f for f in TOKENIZER_FILES if (src / f).exists()]
     cfg = model.config
     dtype = dtype or cfg.param_dtype
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
@@ -258,9 +253,10 @@ def agentjax_to_hf(model_or_dir, hf_dir: str | Path, dtype: str | None = None, e
         total = sum(math.prod(t[1]) * np_dtype.itemsize for t in tensors)
         (tmp / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, dtype), indent=2) + "\n")
-        for f in extra:
-            shutil.copy(f, tmp / f.name)
+        hf_config = {**config_to_hf(cfg, dtype), **(config_fields or {})}
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        if write_extra is not None:
+            write_extra(tmp)
 
 
 def _group_by_size(tensors, limit: int) -> list[list]:

@@ -1,13 +1,16 @@
 """A training run directory, self-describing: `config.yaml` + its tokenizer file(s) + `checkpoints/` rebuild its model.
 
 Under LoRA the checkpoints hold only the adapters; the frozen base comes back from `model.checkpoint`
-(saved as an absolute path) or from the run's seed (random init does not depend on the mesh).
+or from the run's seed (random init does not depend on the mesh). The base path is saved relative to the run
+directory, so a run and its base moved together still work; a run fetched without its base (from a TPU VM)
+is pointed at it with `base=` (eval's `run_base`, convert's `--base`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import jax
@@ -15,14 +18,14 @@ import yaml
 from flax import nnx
 
 from agentjax import sharding
-from agentjax.configlib import ConfigError, load, to_dict
-from agentjax.util.atomic import atomic_write
+from agentjax.configlib import ConfigError, expand_env, from_dict, read_yaml, to_dict
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer
 from agentjax.model.llama import Llama
 from agentjax.model.lora import merge_lora
 from agentjax.train.build import build_model, resolve_model_config, trainable_filter
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.config import RunConfig
+from agentjax.util.atomic import atomic_write
 
 CONFIG_FILE = "config.yaml"
 log = logging.getLogger(__name__)
@@ -33,27 +36,53 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def write_run_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Save the run's config with the paths it needs later made absolute (the base checkpoint, the tokenizer)."""
-    absolute = lambda p: p and str(Path(p).absolute())  # noqa: E731
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=absolute(cfg.model.checkpoint)),
-                              tokenizer=dataclasses.replace(cfg.tokenizer, path=absolute(cfg.tokenizer.path)))
+    """Save the run's config: the base checkpoint relative to the run directory (URLs as they are), the tokenizer
+    path absolute (only a record: the run keeps its own copy)."""
+    checkpoint = cfg.model.checkpoint
+    if checkpoint and "://" not in checkpoint:
+        checkpoint = os.path.relpath(Path(checkpoint).absolute(), Path(run_dir).absolute())
+    path = cfg.tokenizer.path and str(Path(cfg.tokenizer.path).absolute())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=checkpoint),
+                              tokenizer=dataclasses.replace(cfg.tokenizer, path=path))
     with atomic_write(run_dir / CONFIG_FILE) as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
 
 
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The config a run was (last) started with, its base checkpoint and tokenizer paths absolute."""
+def read_run_config(run_dir: str | Path, base: str | Path | None = None) -> RunConfig:
+    """The config a run was (last) started with, its base checkpoint resolved against the run directory, or
+    replaced by `base` (the same base model, somewhere else now)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"run: {run_dir} is not a training run directory (no {CONFIG_FILE})")
-    return load(RunConfig, path)
+    data = expand_env(read_yaml(path))
+    model = data.get("model") or {}
+    if base is not None:
+        if not model.get("checkpoint"):
+            raise ConfigError(f"{path}: the run has no base checkpoint (model.checkpoint) to replace with {base}")
+        model["checkpoint"] = str(base)
+    elif model.get("checkpoint") and "://" not in model["checkpoint"]:
+        model["checkpoint"] = str(Path(run_dir) / model["checkpoint"])  # relative to the run; absolute stays so
+    checkpoint = model.get("checkpoint")
+    if checkpoint and "://" not in checkpoint and not (Path(checkpoint) / "config.json").is_file():
+        raise ConfigError(f"{path}: model.checkpoint: the run's base model {checkpoint} is not there (no config.json); "
+                          "if the run or its base moved, name the base: eval run_base=DIR, convert --base DIR")
+    return from_dict(RunConfig, data, str(path))
 
 
-def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None) -> tuple[Llama, Tokenizer]:
+def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None,
+                       base: str | Path | None = None) -> tuple[Llama, Tokenizer]:
     """The model a training run produced at `step` (default: its latest finished checkpoint), LoRA merged
-    into the kernels, with its parameters sharded over `mesh` (default: every device, fsdp), and its tokenizer."""
+    into the kernels, with its parameters sharded over `mesh` (default: every device, fsdp), and its tokenizer.
+    `base` replaces the run's recorded base model directory (see read_run_config)."""
+    model, tokenizer, _ = load_run(run_dir, mesh, step, base)
+    return merge_lora(model), tokenizer
+
+
+def load_run(run_dir: str | Path, mesh=None, step: int | None = None,
+             base: str | Path | None = None) -> tuple[Llama, Tokenizer, RunConfig]:
+    """Like load_trained_model, with LoRA adapters left unmerged, and the run's config (to export adapters)."""
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
+    cfg = read_run_config(run_dir, base)
     tokenizer = load_tokenizer(run_dir)
     mesh = mesh or sharding.make_mesh()
     checkpoints = Checkpoints(run_dir, read_only=True)
@@ -70,4 +99,4 @@ def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None) 
         checkpoints.close()
     nnx.update(model, trainable)
     log.info("loaded %s at step %d", run_dir, step)
-    return merge_lora(model), tokenizer
+    return model, tokenizer, cfg
