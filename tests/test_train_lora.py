@@ -1,16 +1,21 @@
 """LoRA training: only the adapters train and are checkpointed, they merge exactly into the kernels, and a run
-directory exports to Hugging Face safetensors (LoRA merged) that PyTorch reads back with the same logits."""
+directory exports to Hugging Face safetensors (LoRA merged) that PyTorch reads back with the same logits, and
+as PEFT adapters that peft puts on the base; a moved run still loads."""
 
 from __future__ import annotations
+
+import shutil
 
 import jax
 import numpy as np
 import pytest
+import yaml
 from flax import nnx
 from train_support import base_config, flat_params, run_config, toy_files, write_config
 
 from agentjax import sharding
 from agentjax.cli import main as cli
+from agentjax.configlib import ConfigError
 from agentjax.data.tokenizer import load_tokenizer
 from agentjax.model import Llama, preset, save_checkpoint
 from agentjax.model.lora import merge_lora
@@ -113,16 +118,71 @@ def test_a_lora_run_loads_back_merged_on_another_mesh(random_base):
     np.testing.assert_allclose(logits(model, TOKENS), expected, atol=1e-5)
 
 
-def test_a_run_directory_exports_to_hugging_face(converted_base):
+@pytest.fixture(scope="module")
+def exported(converted_base):
+    """The LoRA run exported with the CLI (`hf`: merged, with `hf/adapter` PEFT adapters) and its base (`base_hf`)."""
+    trainer, _, _, folder = converted_base
+    assert cli(["convert", "agentjax-to-hf", str(trainer.run_dir), str(folder / "hf")]) == 0
+    assert cli(["convert", "agentjax-to-hf", str(folder / "base"), str(folder / "base_hf")]) == 0
+    return folder / "hf", folder / "base_hf"
+
+
+def hf_logits(model, tokens) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+
+
+def test_a_run_directory_exports_to_hugging_face(converted_base, exported):
     """`agentjax convert agentjax-to-hf RUN_DIR OUT` writes the merged model (base from model.checkpoint):
-    PyTorch's LlamaForCausalLM gives the trainer's logits within 1e-4, and the tokenizer travels along."""
+    PyTorch's LlamaForCausalLM gives the trainer's logits within 1e-4, and the tokenizer travels along with
+    its special ids in config.json and generation_config.json."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     trainer, _, _, folder = converted_base
+    hf_dir, _ = exported
+    assert (hf_dir / "tokenizer.model").read_bytes() == (trainer.run_dir / "tokenizer.model").read_bytes()
+    hf = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    assert np.abs(hf_logits(hf, TOKENS) - logits(trainer.model(), TOKENS)).max() < 1e-4
+    tokenizer = load_tokenizer(trainer.run_dir)
+    assert (hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id) == \
+        (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 3)
+    assert (hf.generation_config.eos_token_id, hf.generation_config.pad_token_id) == (2, 3)
+
+
+def test_peft_adapters_on_the_base_give_the_merged_logits(exported):
+    """The run's adapters, exported unmerged as a PEFT directory, loaded by peft onto the exported base model
+    (all 7 projections, o_proj's input being heads x head_dim), give the merged export's logits within 1e-4."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    hf_dir, base_dir = exported
+    merged = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    base = transformers.LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    base_logits = hf_logits(base, TOKENS)
+    adapted = peft.PeftModel.from_pretrained(base, hf_dir / "adapter").eval()
+    assert sorted(adapted.peft_config["default"].target_modules) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    expected = hf_logits(merged, TOKENS)
+    assert np.abs(expected - base_logits).max() > 1e-3  # the adapters matter
+    assert np.abs(hf_logits(adapted, TOKENS) - expected).max() < 1e-4
+
+
+def test_a_moved_run_finds_its_base_or_is_told_where_it_is(converted_base, tmp_path):
+    """The run records its base relative to itself: moved together with it, the run loads unchanged. Moved alone
+    (fetched from a TPU VM), loading says how to name the base, and `base=` / `--base` make it load and export."""
+    trainer, _, _, folder = converted_base
     expected = logits(trainer.model(), TOKENS)
-    assert cli(["convert", "agentjax-to-hf", str(trainer.run_dir), str(folder / "hf")]) == 0
-    assert (folder / "hf" / "tokenizer.model").read_bytes() == (trainer.run_dir / "tokenizer.model").read_bytes()
-    hf = transformers.LlamaForCausalLM.from_pretrained(folder / "hf", torch_dtype=torch.float32).eval()
-    with torch.no_grad():
-        got = hf(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
-    assert np.abs(got - expected).max() < 1e-4
+    assert yaml.safe_load((trainer.run_dir / "config.yaml").read_text())["model"]["checkpoint"] == "../base"
+    shutil.copytree(folder / "out", tmp_path / "moved" / "out")
+    shutil.copytree(folder / "base", tmp_path / "moved" / "base")
+    np.testing.assert_allclose(logits(load_trained_model(tmp_path / "moved" / "out")[0], TOKENS), expected, atol=1e-5)
+
+    shutil.copytree(folder / "out", tmp_path / "alone")
+    with pytest.raises(ConfigError, match="--base"):
+        load_trained_model(tmp_path / "alone")
+    model, _ = load_trained_model(tmp_path / "alone", base=folder / "base")
+    np.testing.assert_allclose(logits(model, TOKENS), expected, atol=1e-5)
+    assert cli(["convert", "agentjax-to-hf", str(tmp_path / "alone"), str(tmp_path / "hf"), "--base",
+                str(folder / "base")]) == 0
