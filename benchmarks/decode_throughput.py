@@ -1,10 +1,12 @@
 """Decode tokens/s of agentjax's jitted while_loop decoder against Hugging Face `generate`, same CPU, same weights.
 
-    python benchmarks/decode_throughput.py [--presets small,100m] [--batches 1,16] [--prompt 128] [--new 128]
-        [--repeats 3] [--torch-threads 1,2] [--cache-sweep 256,512,1024,2048] [--out runs/bench/decode_throughput.json]
+    python benchmarks/decode_throughput.py [--presets small,100m] [--models DIR,...] [--batches 1,16] [--prompt 128]
+        [--new 128] [--repeats 3] [--torch-threads 1,2] [--cache-sweep 256,512,1024,2048]
+        [--out runs/bench/decode_throughput.json]
 
-For each preset a randomly initialised agentjax model is exported with `agentjax_to_hf`, so both sides run
-identical float32 weights. Per batch size, one run is: prefill a random `--prompt`-token prompt in every row,
+For each preset a randomly initialised agentjax model, and for each of `--models` a real one (an agentjax model
+directory with its tokenizer, e.g. `agentjax convert gguf-to-agentjax smollm2-135m models/smollm2`), is exported
+with `agentjax_to_hf`, so both sides run identical float32 weights. Per batch size, one run is: prefill a random `--prompt`-token prompt in every row,
 then generate `--new` tokens greedily with the KV cache (agentjax: `Decoder.extend` + `Decoder.decode`, its
 cache exactly prompt + new long, the react template's stop string checked on device; HF:
 `generate(do_sample=False, use_cache=True)` in a child process, see HFRun). EOS is ignored by both (a random
@@ -22,6 +24,7 @@ import argparse
 import multiprocessing
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -29,8 +32,9 @@ from flax import nnx
 
 from common import BENCH_DIR, interleaved_medians, print_table, world_tokenizer, write_json
 from agentjax.agent.decode import MAX_TOKENS, Decoder, Sampling
+from agentjax.data.tokenizer import load_tokenizer
 from agentjax.data.templates import ReactTemplate
-from agentjax.model import Llama, preset
+from agentjax.model import Llama, load_checkpoint, preset
 from agentjax.model.convert import agentjax_to_hf
 
 
@@ -171,7 +175,8 @@ def cache_sweep(model, tokenizer, batch: int, cache_lens: list[int], args) -> li
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="small,100m", help="model presets (random init); small ~4M, 100m ~134M")
+    p.add_argument("--presets", default="small,100m", help="model presets (random init); small ~4M, 100m ~134M; '' for none")
+    p.add_argument("--models", default="", help="agentjax model directories with their tokenizers (real weights)")
     p.add_argument("--batches", default="1,16")
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--new", type=int, default=128)
@@ -181,18 +186,14 @@ def main() -> None:
     p.add_argument("--out", default=str(BENCH_DIR / "decode_throughput.json"))
     args = p.parse_args()
     args.torch_threads = [int(n) for n in args.torch_threads.split(",")]
-    tokenizer = world_tokenizer()
     batches = [int(b) for b in args.batches.split(",")]
     rows, sweep = [], []
-    for i, name in enumerate(args.presets.split(",")):
-        cfg = preset(name, vocab_size=max(tokenizer.vocab_size, preset(name).vocab_size),
-                     max_seq_len=max(2048, args.prompt + args.new))
-        model = Llama(cfg, rngs=nnx.Rngs(0))
+    for i, (name, model, tokenizer) in enumerate(contestants(args)):
         with tempfile.TemporaryDirectory() as hf_dir:
             agentjax_to_hf(model, f"{hf_dir}/hf")
             for batch in batches:
                 row = compare(model, tokenizer, f"{hf_dir}/hf", batch, args)
-                rows.append(dict(preset=name, params_m=cfg.n_params / 1e6, **row))
+                rows.append(dict(preset=name, params_m=model.config.n_params / 1e6, **row))
                 print(f"{name} batch {batch}: agentjax {row['agentjax_tok_s']:,.0f} tok/s, HF {row['hf_tok_s']:,.0f} tok/s",
                       flush=True)
         if i == 0 and args.cache_sweep:
@@ -206,6 +207,18 @@ def main() -> None:
             ("decode_tok_s", "decode tok/s", ",.0f"), ("ms_per_step", "ms/step", ".2f"), ("slowdown", "x", ".2f")])
     write_json(args.out, dict(benchmark="decode_throughput", rows=rows,
                               cache_sweep=sweep, args=vars(args)))
+
+
+def contestants(args):
+    """(name, model, tokenizer) for each preset (random init, the world's tokenizer) and each model directory."""
+    if args.presets:
+        tokenizer = world_tokenizer()
+        for name in args.presets.split(","):
+            cfg = preset(name, vocab_size=max(tokenizer.vocab_size, preset(name).vocab_size),
+                         max_seq_len=max(2048, args.prompt + args.new))
+            yield name, Llama(cfg, rngs=nnx.Rngs(0)), tokenizer
+    for directory in filter(None, args.models.split(",")):
+        yield Path(directory).name, load_checkpoint(directory), load_tokenizer(directory)
 
 
 COLUMNS = [("preset", "preset", ""), ("params_m", "params (M)", ".1f"), ("batch", "batch", "d"),

@@ -66,7 +66,7 @@ def encode(w: np.ndarray, kind: Q, rng: np.random.RandomState) -> np.ndarray:
 
 
 def write_tiny_gguf(path: Path, *, arch: str = "llama", drop: tuple[str, ...] = (),
-                    override_types: dict[str, Q] | None = None, seed: int = 0):
+                    override_types: dict[str, Q] | None = None, tokenizer_model: str = "gpt2", seed: int = 0):
     """A 2-layer GQA Llama (untied head) in GGUF; `drop` leaves tensors out, `override_types` stores some as given.
     Returns the transformers model whose weights it holds (before quantization)."""
     import torch
@@ -110,7 +110,7 @@ def write_tiny_gguf(path: Path, *, arch: str = "llama", drop: tuple[str, ...] = 
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(VOCAB)
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(tokenizer_model)
     writer.add_tokenizer_pre("default")
     writer.add_token_list(vocab)
     writer.add_token_types([gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in vocab])

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from agentjax.cli import main as cli  # noqa: E402
 from agentjax.model import load_checkpoint  # noqa: E402
 from agentjax.model.gguf_import import GGUFError, gguf_to_agentjax, resolve  # noqa: E402
+from agentjax.model.gguf_tokenizer import GGUFTokenizerError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +170,17 @@ def _truncate(path):
     (dict(drop=("blk.1.ffn_up.weight",)), None, "blk.1.ffn_up.weight"),
     (dict(override_types={"blk.0.attn_v.weight": Q.Q8_1}), None, "blk.0.attn_v.weight.*Q8_1"),
     ({}, _truncate, "truncated"),
+    (dict(tokenizer_model="llama"), None, "tokenizer.ggml.model"),
 ])
 def test_bad_files_name_the_problem_and_leave_nothing(tmp_path, kwargs, damage, message):
     """Another architecture, a missing tensor, a quantization the gguf package cannot dequantize, a truncated
-    file: each a GGUFError naming the file and the missing piece, and no output or temporary directory left."""
+    file, a vocabulary that is not byte-level BPE: each an error naming the file and the missing piece, and no
+    output or temporary directory left."""
     src = tmp_path / "bad.gguf"
     write_tiny_gguf(src, **kwargs)
     if damage:
         damage(src)
-    with pytest.raises(GGUFError, match=message) as error:
+    with pytest.raises((GGUFError, GGUFTokenizerError), match=message) as error:
         gguf_to_agentjax(src, tmp_path / "out")
     assert str(src) in str(error.value)
     assert [p.name for p in tmp_path.iterdir()] == ["bad.gguf"]

@@ -83,9 +83,10 @@ def tokenizer_files(tokenizer: Tokenizer, template: Template | None) -> dict[str
     hf = source.name == HF_FILE  # run and model directories hold their tokenizer under the standard names
     config_path = source.parent / HF_CONFIG_FILE
     config = json.loads(config_path.read_text(encoding="utf-8")) if hf and config_path.is_file() else {}
-    piece = lambda i: None if i is None else tokenizer.piece(i)  # noqa: E731
-    config.update(bos_token=piece(tokenizer.bos_id), eos_token=piece(tokenizer.eos_id),
-                  pad_token=piece(tokenizer.pad_id), add_bos_token=tokenizer.bos_id is not None, add_eos_token=False)
+    config.update(eos_token=tokenizer.piece(tokenizer.eos_id), pad_token=tokenizer.piece(tokenizer.pad_id),
+                  add_bos_token=tokenizer.bos_id is not None, add_eos_token=False)
+    if tokenizer.bos_id is not None:  # else the file's own bos_token stays, named but never added (SmolLM2)
+        config["bos_token"] = tokenizer.piece(tokenizer.bos_id)
     if hf:
         config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     if tokenizer.chat_template:
