@@ -11,23 +11,33 @@ transformers both read.
 from __future__ import annotations
 
 import json
+from typing import Callable, NamedTuple
 
 from gguf import GGUFReader, TokenType
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-# llama.cpp pre-tokenizer name -> (pre-tokenizers ahead of the byte-level step, ByteLevel splits with GPT-2's
-# regex, BPE ignore_merges). Names sharing a rule share an entry (llama-vocab.cpp groups them the same way).
+
+class Rule(NamedTuple):
+    """How one llama.cpp pre-tokenizer name splits text, in `tokenizers` terms."""
+
+    splits: Callable[[], list]  # pre-tokenizers ahead of the byte-level step
+    gpt2_regex: bool  # the ByteLevel step also splits with GPT-2's regex
+    ignore_merges: bool = False  # BPE: a word that is a whole token is taken as is (Llama 3)
+    nfc: bool = False  # NFC-normalise first (Qwen2)
+
+
+# llama.cpp pre-tokenizer name -> its rule (names llama-vocab.cpp treats alike share one)
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
-_DIGITS_THEN_GPT2 = (lambda: [pre_tokenizers.Digits(individual_digits=True)], True, False)
+_DIGITS_THEN_GPT2 = Rule(lambda: [pre_tokenizers.Digits(individual_digits=True)], gpt2_regex=True)
 PRE_TOKENIZERS = {
-    "default": (lambda: [], True, False),
-    "gpt-2": (lambda: [], True, False),
+    "default": Rule(lambda: [], gpt2_regex=True),
+    "gpt-2": Rule(lambda: [], gpt2_regex=True),
     "smollm": _DIGITS_THEN_GPT2,  # SmolLM/SmolLM2: each digit its own piece, then GPT-2's split
     "starcoder": _DIGITS_THEN_GPT2,
-    "llama-bpe": (lambda: [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), "isolated")], False, True),  # Llama 3
-    "qwen2": (lambda: [pre_tokenizers.Split(Regex(_QWEN2_SPLIT), "isolated")], False, False),
+    "llama-bpe": Rule(lambda: [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), "isolated")], False, ignore_merges=True),
+    "qwen2": Rule(lambda: [pre_tokenizers.Split(Regex(_QWEN2_SPLIT), "isolated")], False, nfc=True),
 }
 SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
                "pad_token": "padding_token_id"}
@@ -56,7 +66,7 @@ def hf_tokenizer_files(reader: GGUFReader, where: str, max_len: int) -> dict[str
     tokens = _required(reader, "tokenizer.ggml.tokens", where)
     merges = _required(reader, "tokenizer.ggml.merges", where)
     types = field(reader, "tokenizer.ggml.token_type") or [TokenType.NORMAL] * len(tokens)
-    splits, gpt2_regex, ignore_merges = PRE_TOKENIZERS[pre]
+    rule = PRE_TOKENIZERS[pre]
     specials = {name: tokens[_token_id(reader, key, where, len(tokens))] for name, key in SPECIAL_IDS.items()
                 if field(reader, f"tokenizer.ggml.{key}") is not None}
     add_bos = bool(field(reader, "tokenizer.ggml.add_bos_token", False))
@@ -64,9 +74,11 @@ def hf_tokenizer_files(reader: GGUFReader, where: str, max_len: int) -> dict[str
         raise GGUFTokenizerError(f"{where}: 'tokenizer.ggml.add_bos_token' is set but 'tokenizer.ggml.bos_token_id' is missing")
 
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[tuple(m.split(" ", 1)) for m in merges],
-                               ignore_merges=ignore_merges))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=gpt2_regex)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([*splits(), byte_level])
+                               ignore_merges=rule.ignore_merges))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=rule.gpt2_regex)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*rule.splits(), byte_level])
+    if rule.nfc:
+        tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types)
                             if ty == TokenType.CONTROL])
