@@ -15,7 +15,7 @@ from agentjax.agent.decode import Decoder, Sampling
 from agentjax.cli import main as cli
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.templates import get_template
-from agentjax.train import load_trained_model
+from agentjax.train.run_dir import load_trained_model
 from agentjax.train.trainer import Trainer
 
 torch = pytest.importorskip("torch", reason="export parity needs the test extra: pip install -e '.[test]'")

@@ -20,8 +20,8 @@ from agentjax.data.tokenizer import load_tokenizer
 from agentjax.model import Llama, preset, save_checkpoint
 from agentjax.model.lora import merge_lora
 from agentjax.sharding import MeshConfig
-from agentjax.train.run_dir import load_trained_model
 from agentjax.train.checkpoint import Checkpoints
+from agentjax.train.run_dir import load_trained_model
 from agentjax.train.trainer import Trainer
 
 LORA = ["lora.rank=4", "lora.alpha=8", "lora.dropout=0.1", "lora.targets=[q, k, v, o, gate, up, down]"]
