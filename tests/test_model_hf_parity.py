@@ -188,6 +188,15 @@ def test_item10_a_taken_destination_fails_before_any_tensor_is_read(converted, t
             convert_to()
 
 
+def test_the_convert_command_names_a_taken_destination_in_one_line(converted, tmp_path, capsys):
+    """`agentjax convert` onto an existing directory exits 2 with the path in one line, not a traceback."""
+    _, _, root = converted
+    (tmp_path / "taken").mkdir()
+    assert cli(["convert", "hf-to-agentjax", str(root / "hf"), str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert "taken already exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_item10_a_killed_conversions_partial_directory_is_removed_by_the_next(converted, tmp_path):
     """A `.DST.partial-PID-*` directory whose process is gone (a conversion killed with -9) is removed when the same
     destination is converted again; one whose process still runs (a conversion in progress) is left alone."""

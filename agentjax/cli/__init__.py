@@ -60,3 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:  # bad input names its file:line and field; a traceback would only bury that
         print(f"agentjax {args.command}: bad input: {e}", file=sys.stderr)
         return 2
+    except (FileExistsError, FileNotFoundError) as e:  # a taken output or a missing input, named in the message
+        print(f"agentjax {args.command}: {e}", file=sys.stderr)
+        return 2
