@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import transformers
 from data_support import FIREACT, fixture_conversations
 from tokenizer_support import SMOLLM2_DEFAULT_SYSTEM, llama3_dir, smollm2_dir, write_tokenizer_dir
 from tokenizers import Tokenizer as Raw
@@ -15,8 +16,6 @@ from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import ChatMLTemplate, Llama3Template, get_template
 from agentjax.data.tokenizer import load_tokenizer
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import transformers
 from data_support import FIREACT, fixture_conversations
-from tokenizer_support import LLAMA2_CHAT_TEMPLATE, llama3_dir, smollm2_dir
+from tokenizer_support import LLAMA2_CHAT_TEMPLATE, llama2_style_tokenizer, llama3_dir, smollm2_dir
 
-from agentjax.data.chat_template import render_jinja
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import TEMPLATES, get_template
@@ -125,8 +125,9 @@ def test_react_renders_fireact_plain_text_with_eos_after_each_reply(shared_data,
 
 
 def test_llama2_chat_spells_meta_s_layout_with_bos_before_every_inst(tok):
-    """llama2-chat renders what Llama-2's own chat template writes: `<s>` before every [INST], the system prompt
-    inside the first, a space before and after each reply, then EOS (the space before [INST] is the dummy prefix)."""
+    """llama2-chat renders the text transformers' apply_chat_template writes with Llama-2's chat template: `<s>` before
+    every [INST], the system prompt inside the first, a space before and after each reply, then EOS (the space agentjax
+    writes before [INST] is what Llama-2's dummy prefix adds there)."""
     conv = Conversation((Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", " Hello.", True),
                          Turn("tool", "42"), Turn("assistant", "Bye.", True)))
     template = get_template("llama2-chat", tok)
@@ -135,7 +136,9 @@ def test_llama2_chat_spells_meta_s_layout_with_bos_before_every_inst(tok):
     assert [i for i, t in enumerate(ids) if t == tok.bos_id] == [0, eos[0] + 1] and eos[-1] == len(ids) - 1
     pieces = [tok.decode(ids[1 : eos[0]]), tok.decode(ids[eos[0] + 2 : eos[1]])]
     assert pieces == [" [INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello. ", " [INST] 42 [/INST] Bye. "]
-    assert template.spell(ids) == render_jinja(LLAMA2_CHAT_TEMPLATE, template.messages(conv), tok)
+    reference = transformers.PreTrainedTokenizerFast(tokenizer_object=llama2_style_tokenizer(["x"], legacy=True)[0],
+                                                     bos_token="<s>", eos_token="</s>", chat_template=LLAMA2_CHAT_TEMPLATE)
+    assert template.spell(ids) == reference.apply_chat_template(template.messages(conv), tokenize=False)
 
 
 def test_chat_template_and_system_prompt_option(tok):

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--json", dest="json_out", help="also write the stats to this JSON file")
     for p in (inspect_, stats):
         p.add_argument("--config", required=True, help="YAML with a DataConfig, or a recipe whose `data:` section is one")
-        p.add_argument("--tokenizer", help="a tokenizer file (.model, tokenizer.json) or model directory; default: train a small sentencepiece "
-                       "model on the data")
+        p.add_argument("--tokenizer", help="a tokenizer file (.model, tokenizer.json) or model directory; "
+                       "default: train a small sentencepiece model on the data")
         p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained on the fly")
         p.add_argument("overrides", nargs="*", default=[], help="key=value changes to the data config, e.g. seq_len=4096")
 

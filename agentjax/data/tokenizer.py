@@ -258,7 +258,8 @@ class HFTokenizer:
                 raise ValueError(f"{self._config_source}: add_bos_token is true but no bos_token is named")
             return bos
         plain, full = self._tk.encode("a", add_special_tokens=False).ids, self._tk.encode("a").ids
-        return full[0] if len(full) > len(plain) and full[-len(plain):] == plain else None
+        prepended = any(full[k:k + len(plain)] == plain for k in range(1, len(full) - len(plain) + 1))
+        return full[0] if prepended else None  # the post-processor puts a token before the text (maybe also after)
 
     def _pad(self, config: dict) -> tuple[int, str]:
         pad = self._named(config, "pad_token")
