@@ -9,12 +9,13 @@ import json
 import pytest
 import transformers
 from data_support import FIREACT, fixture_conversations
-from tokenizer_support import SMOLLM2_DEFAULT_SYSTEM, llama3_dir, smollm2_dir, write_tokenizer_dir
+from tokenizer_support import (LLAMA2_CHAT_TEMPLATE, SMOLLM2_DEFAULT_SYSTEM, llama2_style_tokenizer, llama3_dir,
+                               random_texts, smollm2_dir, write_tokenizer_dir)
 from tokenizers import Tokenizer as Raw
 
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
-from agentjax.data.templates import ChatMLTemplate, Llama3Template, get_template
+from agentjax.data.templates import ChatMLTemplate, Llama2ChatTemplate, Llama3Template, get_template
 from agentjax.data.tokenizer import load_tokenizer
 
 
@@ -102,11 +103,15 @@ def test_react_trajectories_become_assistant_and_user_observation_turns(families
     assert get_template("llama3", l3).end_ids == (l3.special_id("<|eot_id|>"),)
 
 
-def test_auto_takes_the_tokenizer_s_own_chat_template_family(families):
-    """`template: auto` is chatml for SmolLM2's tokenizer and llama3 for the Llama-3 one (options pass through)."""
+def test_auto_takes_the_tokenizer_s_own_chat_template_family(families, tmp_path):
+    """`template: auto` is chatml for SmolLM2's tokenizer, llama3 for the Llama-3 one (options pass through), and
+    llama2-chat for a Llama-2-style tokenizer.json carrying Llama-2's chat template."""
     assert type(get_template("auto", families["chatml"][0])) is ChatMLTemplate
     auto = get_template("auto", families["llama3"][0], system_prompt="Be brief.")
     assert type(auto) is Llama3Template and auto.system_prompt == "Be brief."
+    raw, config = llama2_style_tokenizer(random_texts(300), legacy=False)
+    llama2 = load_tokenizer(write_tokenizer_dir(tmp_path, raw, {**config, "chat_template": LLAMA2_CHAT_TEMPLATE}))
+    assert type(get_template("auto", llama2)) is Llama2ChatTemplate
 
 
 def test_what_the_renderer_cannot_do_is_an_error_naming_the_file_and_the_missing_piece(families, tmp_path):
