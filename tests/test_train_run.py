@@ -105,6 +105,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(config_file, t
     (["data.sources=[{path: /nonexistent/x.jsonl, format: agentjax}]"], r"data.sources\[0\].path: /nonexistent/x.jsonl does not exist"),
     (["data.sources=[{path: /nonexistent/*.jsonl, format: agentjax}]"], r"data: path: '/nonexistent/\*.jsonl' matches no file"),
     (["tokenizer.path=/nonexistent/tokenizer.model"], r"tokenizer.path: /nonexistent/tokenizer.model does not exist"),
+    (["tokenizer.path=/"], r"tokenizer.path: / holds neither tokenizer.json nor tokenizer.model"),
     (["train.eval_every=5"], r"train.eval_every is set but eval_data is missing"),
     (["train.optimizer.learning_rate=-3e-4"], r"learning_rate: must be a finite number > 0, got -0.0003"),
     (["train.optimizer.learning_rate=.nan"], r"learning_rate: must be a finite number > 0, got nan"),

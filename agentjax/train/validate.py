@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import jax
 
 from agentjax.configlib import ConfigError
-from agentjax.data.tokenizer import find_tokenizer
+from agentjax.data.tokenizer import HF_FILE, SENTENCEPIECE_FILE, find_tokenizer
 from agentjax.train.config import RunConfig
 
 
@@ -31,8 +32,8 @@ def validate_run(cfg: RunConfig, mesh) -> None:
 def check_files(cfg: RunConfig) -> None:
     """The tokenizer and every data file named by the config exist (globs must match something)."""
     if cfg.tokenizer.path and find_tokenizer(cfg.tokenizer.path) is None:
-        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} does not exist (a tokenizer file, or a directory "
-                          "holding tokenizer.json or tokenizer.model)")
+        problem = f"holds neither {HF_FILE} nor {SENTENCEPIECE_FILE}" if Path(cfg.tokenizer.path).is_dir() else "does not exist"
+        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} {problem}")
     for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
         for i, source in enumerate(data.sources if data is not None else ()):
             try:
