@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import atexit
 import json
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -154,8 +155,6 @@ UNICODE = ["é", "ü", "ß", "中文", "日本語", "😀", "👍🏽", "ﬁ", "
 def random_texts(n: int, seed: int = 0) -> list[str]:
     """`n` random strings mixing digit runs, whitespace runs (spaces, tabs, newlines, CR), unicode, ReAct text and
     chat markers: the shapes where pre-tokenizers split differently."""
-    import random
-
     rng = random.Random(seed)
     pieces = [
         lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12))),
