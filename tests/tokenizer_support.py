@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
-import atexit
 import json
 import random
 import shutil
