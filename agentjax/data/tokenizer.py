@@ -309,26 +309,28 @@ def _is_json(file: Path) -> bool:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer from a sentencepiece `.model`, a `tokenizer.json`, or a directory holding either (told apart by content)."""
+    files = tokenizer_files(path)
+    return HFTokenizer(files[HF_FILE]) if HF_FILE in files else SentencePieceTokenizer(files[SENTENCEPIECE_FILE])
+
+
+def tokenizer_files(path: str | Path) -> dict[str, Path]:
+    """The files that make up the tokenizer at `path`, by their standard names: a tokenizer.json (with the
+    tokenizer_config.json beside it, listed first) or a sentencepiece model."""
     file = find_tokenizer(path)
     if file is None:
         raise FileNotFoundError(f"{path}: no tokenizer (expected a {HF_FILE}, a sentencepiece .model, "
                                 "or a directory holding one)")
-    return HFTokenizer(file) if _is_json(file) else SentencePieceTokenizer(file)
+    if not _is_json(file):
+        return {SENTENCEPIECE_FILE: file}
+    config = file.parent / HF_CONFIG_FILE
+    return ({HF_CONFIG_FILE: config} if config.is_file() else {}) | {HF_FILE: file}
 
 
 def copy_tokenizer(path: str | Path, directory: str | Path) -> None:
     """Copy the tokenizer at `path` into `directory` under its standard names, each file atomically; a
     tokenizer.json's tokenizer_config.json comes first, so a found tokenizer file means a complete copy."""
-    file = find_tokenizer(path)
-    if file is None:
-        raise FileNotFoundError(f"{path}: no tokenizer to copy")
-    directory = Path(directory)
-    copies = [(file, directory / SENTENCEPIECE_FILE)]
-    if _is_json(file):
-        config = file.parent / HF_CONFIG_FILE
-        copies = ([(config, directory / HF_CONFIG_FILE)] if config.is_file() else []) + [(file, directory / HF_FILE)]
-    for source, target in copies:
-        with atomic_write(target, "wb") as f:
+    for name, source in tokenizer_files(path).items():
+        with atomic_write(Path(directory) / name, "wb") as f:
             f.write(source.read_bytes())
 
 
