@@ -153,6 +153,11 @@ def activate(mesh: Mesh):
         _ACTIVE_MESH.reset(token)
 
 
+def active_mesh() -> Mesh | None:
+    """The mesh `activate` set for traced model code, if any."""
+    return _ACTIVE_MESH.get()
+
+
 def constrain(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     """Shard an activation by logical axes when a mesh is active; otherwise leave it alone."""
     mesh = _ACTIVE_MESH.get()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from agentjax.configlib import ConfigError, ConfigSection, from_dict
+from agentjax.model import attention
 from agentjax.sharding import constrain
 
 # ----------------------------------------------------------------------------------------------
@@ -56,6 +57,7 @@ class LlamaConfig(ConfigSection):
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # storage dtype of parameters
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype of activations and matmuls
     remat: Literal["none", "minimal", "full"] = "full"  # what a layer keeps for the backward pass
+    attention: Literal["auto", "reference", "blockwise", "splash", "cudnn"] = "auto"  # backend (model/attention.py)
     init_std: float = 0.02  # std of the normal initialiser for random initialisation
 
     @classmethod
@@ -186,34 +188,9 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. q [B,T,H,D], k/v [B,S,K,D], mask [B,T,S] (True = may attend)."""
-    b, t, h, d = q.shape
-    n_kv = k.shape[2]
-    q = q.reshape(b, t, n_kv, h // n_kv, d)  # query head h reads kv head h // (H/K), as in HF
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, d)
-
-
-def segment_mask(segment_ids: jax.Array) -> jax.Array:
-    """[B,T,T] mask for a packed row: causal, within the same non-padding segment."""
-    t = segment_ids.shape[1]
-    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    return causal[None] & same & (segment_ids != 0)[:, :, None]
-
-
 def split_key(key: jax.Array | None, n: int) -> list:
     """n dropout keys, or n Nones when there is no dropout (inference)."""
     return [None] * n if key is None else list(jax.random.split(key, n))
-
-
-def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
-    """[B,T,S] mask over cache slots: a token at position p sees slots 0..p of its own row."""
-    return jnp.arange(cache_len)[None, None, :] <= positions[:, :, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,12 +223,12 @@ class CacheView(NamedTuple):
     layer: jax.Array  # scalar index of the running layer
     slots: jax.Array  # [B, T] cache slot of each new token; out of range (padding) is not written
 
-    def write(self, k: jax.Array, v: jax.Array) -> tuple["CacheView", jax.Array, jax.Array]:
-        """Store this chunk's keys/values [B,T,K,D]; return the new view and this layer's whole keys/values."""
+    def write(self, k: jax.Array, v: jax.Array) -> "CacheView":
+        """Store this chunk's keys/values [B,T,K,D] at their slots; return the new view."""
         rows = jnp.arange(k.shape[0])[:, None]
         ck = self.kv.k.at[self.layer, rows, self.slots].set(k.astype(self.kv.k.dtype), mode="drop")
         cv = self.kv.v.at[self.layer, rows, self.slots].set(v.astype(self.kv.v.dtype), mode="drop")
-        return self._replace(kv=KVCache(ck, cv)), ck[self.layer], cv[self.layer]
+        return self._replace(kv=KVCache(ck, cv))
 
 
 class Attention(nnx.Module):
@@ -263,15 +240,18 @@ class Attention(nnx.Module):
         self.k_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
         self.v_proj = Dense((d,), (k, hd), ("embed", "kv_heads", "head_dim"), cfg, rngs=rngs)
         self.o_proj = Dense((h, hd), (d,), ("heads", "head_dim", "embed"), cfg, rngs=rngs)
+        self.backend = cfg.attention
 
-    def __call__(self, x, positions, mask, inv_freq, cache: CacheView | None = None, key=None):
+    def __call__(self, x, positions, segment_ids, inv_freq, cache: CacheView | None = None, key=None):
         kq, kk, kv, ko = split_key(key, 4)
         q = constrain(apply_rope(self.q_proj(x, kq), positions, inv_freq), ("act_batch", "length", "act_heads", "head_dim"))
         k = constrain(apply_rope(self.k_proj(x, kk), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
         v = constrain(self.v_proj(x, kv), ("act_batch", "length", "act_kv_heads", "head_dim"))
-        if cache is not None:  # write this chunk's keys/values at their positions, then attend over the cache
-            cache, k, v = cache.write(k, v)
-        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        if cache is None:
+            out = attention.self_attention(q, k, v, segment_ids, self.backend)
+        else:  # write this chunk's keys/values at their positions, then attend over the cache
+            cache = cache.write(k, v)
+            out = attention.cache_attention(q, cache.kv.k, cache.kv.v, cache.layer, positions, segment_ids, self.backend)
         return self.o_proj(out, ko), cache
 
 
@@ -298,9 +278,9 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg, rngs=rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache: CacheView | None = None, key=None):
+    def __call__(self, x, positions, segment_ids, inv_freq, cache: CacheView | None = None, key=None):
         k_attn, k_mlp = split_key(key, 2)
-        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, k_attn)
+        h, cache = self.attn(self.input_norm(x), positions, segment_ids, inv_freq, cache, k_attn)
         x = x + h
         x = x + self.mlp(self.post_attn_norm(x), k_mlp)
         return constrain(x, ("act_batch", "length", "act_embed")), cache
@@ -345,7 +325,7 @@ class Llama(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
-        x, _ = self._run_layers(self._embed(tokens), positions, segment_mask(segment_ids), dropout_key=dropout_key)
+        x, _ = self._run_layers(self._embed(tokens), positions, segment_ids, dropout_key=dropout_key)
         return self._logits(x)
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
@@ -361,8 +341,7 @@ class Llama(nnx.Module):
         tokens: padding (segment id 0) writes nothing. Returns logits [B,T,V] and the new cache.
         """
         write_slots = jnp.where(segment_ids != 0, positions, cache.max_len)  # out of range: dropped
-        mask = cache_mask(positions, cache.max_len)
-        x, cache = self._run_layers(self._embed(tokens), positions, mask, cache, write_slots)
+        x, cache = self._run_layers(self._embed(tokens), positions, segment_ids, cache, write_slots)
         return self._logits(x), cache
 
     def _embed(self, tokens):
@@ -377,7 +356,7 @@ class Llama(nnx.Module):
             logits = self.lm_head(x)
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
-    def _run_layers(self, x, positions, mask, cache: KVCache | None = None, write_slots=None, dropout_key=None):
+    def _run_layers(self, x, positions, segment_ids, cache: KVCache | None = None, write_slots=None, dropout_key=None):
         """Scan the stacked blocks over x (and the cache); the layer body is compiled once whatever the depth."""
         graphdef, params = nnx.split(self.layers)
         inv_freq = rope_frequencies(self.config)
@@ -387,7 +366,7 @@ class Llama(nnx.Module):
             x, kv = carry
             layer_params, index, key = layer
             view = None if kv is None else CacheView(kv, index, write_slots)
-            x, view = nnx.merge(graphdef, layer_params)(x, positions, mask, inv_freq, view, key)
+            x, view = nnx.merge(graphdef, layer_params)(x, positions, segment_ids, inv_freq, view, key)
             return (x, None if view is None else view.kv), None
 
         if self.config.remat != "none":
