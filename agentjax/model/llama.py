@@ -321,12 +321,16 @@ class Llama(nnx.Module):
 
     def __call__(self, tokens, positions=None, segment_ids=None, *, dropout_key=None) -> jax.Array:
         """Logits [B,T,V] (float32). Defaults: one unpadded sequence per row. `dropout_key`: LoRA dropout."""
+        return self.logits(self.features(tokens, positions, segment_ids, dropout_key=dropout_key))
+
+    def features(self, tokens, positions=None, segment_ids=None, *, dropout_key=None) -> jax.Array:
+        """The normalised final hidden states [B,T,D] that the output projection (`head_kernel`) turns into logits."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
         x, _ = self._run_layers(self._embed(tokens), positions, segment_ids, dropout_key=dropout_key)
-        return self._logits(x)
+        return self.norm(x)
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty KV cache with room for `max_len` positions per row."""
@@ -342,18 +346,19 @@ class Llama(nnx.Module):
         """
         write_slots = jnp.where(segment_ids != 0, positions, cache.max_len)  # out of range: dropped
         x, cache = self._run_layers(self._embed(tokens), positions, segment_ids, cache, write_slots)
-        return self._logits(x), cache
+        return self.logits(self.norm(x)), cache
 
     def _embed(self, tokens):
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.dtype)
         return constrain(x, ("act_batch", "length", "act_embed"))
 
-    def _logits(self, x):
-        x = self.norm(x)
-        if self.lm_head is None:
-            logits = contract(x, self.embed[...].T, 1, x.dtype)
-        else:
-            logits = self.lm_head(x)
+    def head_kernel(self) -> jax.Array:
+        """The output projection [D,V]: the token embedding transposed when tied."""
+        return self.embed[...].T if self.lm_head is None else self.lm_head.kernel[...]
+
+    def logits(self, features: jax.Array) -> jax.Array:
+        """Float32 logits [B,T,V] of normalised hidden states [B,T,D]."""
+        logits = contract(features, self.head_kernel(), 1, features.dtype)
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
     def _run_layers(self, x, positions, segment_ids, cache: KVCache | None = None, write_slots=None, dropout_key=None):

@@ -14,18 +14,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from agentjax.train.loss import cross_entropy_sums
 from agentjax.train.state import TrainState
 
 
 def token_loss_sums(model, batch: dict, z_loss: float, dropout_key) -> tuple[jax.Array, dict]:
-    """(objective sum, parts): summed weighted cross-entropy (+ z-loss) over the batch's tokens."""
-    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
+    """(objective sum, parts): summed weighted cross-entropy (+ z-loss) over the batch's tokens, the logits made
+    and reduced a chunk at a time (train/loss.py) so [B,T,V] float32 logits are never kept for the backward."""
+    features = model.features(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
     weights = batch["weights"].astype(jnp.float32)
-    nll = jnp.sum(weights * (log_z - target_logit))
-    z = jnp.sum(weights * jnp.square(log_z))
-    return nll + z_loss * z, {"nll_sum": nll, "z_sum": z, "tokens": jnp.sum(weights)}
+    objective, nll, z = cross_entropy_sums(features, model.head_kernel(), batch["targets"], weights, z_loss)
+    return objective, {"nll_sum": nll, "z_sum": z, "tokens": jnp.sum(weights)}
 
 
 def split_micro_batches(batch: dict, n: int) -> dict:
