@@ -1,7 +1,7 @@
 """Decode tokens/s of agentjax's jitted while_loop decoder against Hugging Face `generate`, same CPU, same weights.
 
     python benchmarks/decode_throughput.py [--presets small,100m] [--models DIR,...] [--batches 1,16] [--prompt 128]
-        [--new 128] [--repeats 3] [--torch-threads 1,2] [--cache-sweep 256,512,1024,2048]
+        [--new 128] [--repeats 3] [--torch-threads 1,2] [--cache-sweep 256,512,1024,2048] [--attention auto,reference]
         [--out runs/bench/decode_throughput.json]
 
 For each preset a randomly initialised agentjax model, and for each of `--models` a real one (an agentjax model
@@ -15,7 +15,9 @@ alternate within each repeat and medians are reported. HF's decode-only time is 
 for new - 1 tokens. Greedy tokens are compared as a sanity check (agreement up to each row's first difference).
 
 A second table shows the cost of agentjax's fixed-size cache: decode tokens/s of the same prompt and
-tokens with the cache allocated at each `--cache-sweep` length (attention reads every slot of the cache).
+tokens with the cache allocated at each `--cache-sweep` length, for each `--attention` backend (the first one
+also runs against HF): the reference einsum reads every slot; the others read only the cache blocks up to the
+longest live row.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def cache_sweep(model, tokenizer, batch: int, cache_lens: list[int], args) -> li
         run.prefill()
     t = interleaved_medians({n: run.decode for n, run in runs.items()}, args.repeats)
     base = t[cache_lens[0]]
-    return [dict(batch=batch, cache_len=n, decode_tok_s=batch * args.new / t[n], ms_per_step=1e3 * t[n] / args.new,
+    return [dict(attention=model.config.attention, batch=batch, cache_len=n, decode_tok_s=batch * args.new / t[n], ms_per_step=1e3 * t[n] / args.new,
                  slowdown=t[n] / base) for n in cache_lens]
 
 
@@ -183,12 +185,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--torch-threads", default="1,2", help="HF runs with each; the fastest is reported")
     p.add_argument("--cache-sweep", default="256,512,1024,2048", help="cache lengths for the first preset ('' skips)")
+    p.add_argument("--attention", default="auto,reference", help="backends (model.attention); the first races HF")
     p.add_argument("--out", default=str(BENCH_DIR / "decode_throughput.json"))
     args = p.parse_args()
     args.torch_threads = [int(n) for n in args.torch_threads.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     rows, sweep = [], []
+    backends = args.attention.split(",")
     for i, (name, model, tokenizer) in enumerate(contestants(args)):
+        model = with_attention(model, backends[0])
         with tempfile.TemporaryDirectory() as hf_dir:
             agentjax_to_hf(model, f"{hf_dir}/hf")
             for batch in batches:
@@ -198,15 +203,24 @@ def main() -> None:
                       flush=True)
         if i == 0 and args.cache_sweep:
             lens = sorted({max(int(n), args.prompt + args.new) for n in args.cache_sweep.split(",")})
-            sweep += [dict(preset=name, **r) for b in batches for r in cache_sweep(model, tokenizer, b, lens, args)]
+            for backend in backends:
+                sweep += [dict(preset=name, **r) for b in batches
+                          for r in cache_sweep(with_attention(model, backend), tokenizer, b, lens, args)]
     print_table(f"Greedy decode, prompt {args.prompt} + {args.new} new tokens, float32, EOS ignored "
                 f"(median of {args.repeats}; decode = after the prefill)", rows, COLUMNS)
     if sweep:
         print_table("agentjax decode vs allocated cache length (same prompt and tokens)", sweep, [
-            ("preset", "preset", ""), ("batch", "batch", "d"), ("cache_len", "cache", "d"),
+            ("preset", "preset", ""), ("attention", "attention", ""), ("batch", "batch", "d"), ("cache_len", "cache", "d"),
             ("decode_tok_s", "decode tok/s", ",.0f"), ("ms_per_step", "ms/step", ".2f"), ("slowdown", "x", ".2f")])
     write_json(args.out, dict(benchmark="decode_throughput", rows=rows,
                               cache_sweep=sweep, args=vars(args)))
+
+
+def with_attention(model: Llama, backend: str) -> Llama:
+    """The same weights with another attention backend."""
+    other = nnx.eval_shape(lambda: Llama(model.config.replace(attention=backend), rngs=nnx.Rngs(0)))
+    nnx.update(other, nnx.state(model))
+    return other
 
 
 def contestants(args):

@@ -1,7 +1,8 @@
 """Cost of one tool turn: extending the KV cache with the reply + observation, against re-prefilling the conversation.
 
     python benchmarks/tool_turn_cost.py [--presets small,100m] [--contexts 1024,2048] [--turn 80] [--batch 1]
-        [--cache-len 2304] [--buckets 16,64,256] [--repeats 5] [--out runs/bench/tool_turn_cost.json]
+        [--cache-len 2304] [--buckets 16,64,256] [--repeats 5] [--attention auto,reference]
+        [--out runs/bench/tool_turn_cost.json]
 
 A cache already holds `context` tokens of conversation; the turn adds `--turn` tokens (the reply's canonical
 tokens, EOS, the observation and the next reply's opening: 68-85 tokens (10th-90th percentile) in the world's ReAct
@@ -13,6 +14,7 @@ Timed, on the same random model and tokens:
   full forward   the whole conversation as one jitted forward pass at its exact length (no cache, no
                  bucket padding): a re-prefill as peers using HF generate pay it every turn.
 The ratio is re-prefill time / extend time (how many times cheaper the kept cache makes a tool turn).
+Each `--attention` backend (model.attention) is measured on the same weights.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def measure(model: Llama, tokenizer, context: int, args) -> dict:
     tokens = jax.numpy.asarray(conversation)
     t = interleaved_medians({"extend": extend, "reprefill": reprefill,
                              "full_forward": lambda: forward(params, tokens).block_until_ready()}, args.repeats)
-    return dict(context=context, turn=args.turn, batch=args.batch, cache_len=args.cache_len,
+    return dict(attention=model.config.attention, context=context, turn=args.turn, batch=args.batch, cache_len=args.cache_len,
                 extend_ms=1e3 * t["extend"], reprefill_ms=1e3 * t["reprefill"], full_forward_ms=1e3 * t["full_forward"],
                 ratio=t["reprefill"] / t["extend"], forward_ratio=t["full_forward"] / t["extend"])
 
@@ -67,21 +69,25 @@ def main() -> None:
     p.add_argument("--buckets", default=",".join(map(str, GenerationConfig().buckets)),
                    help="the Decoder's extend lengths (default: the eval's)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--attention", default="auto,reference", help="attention backends (model.attention) to measure")
     p.add_argument("--out", default=str(BENCH_DIR / "tool_turn_cost.json"))
     args = p.parse_args()
     args.buckets = tuple(int(b) for b in args.buckets.split(","))
     tokenizer = world_tokenizer()
     rows = []
     for name in args.presets.split(","):
-        cfg = preset(name, vocab_size=max(tokenizer.vocab_size, preset(name).vocab_size), max_seq_len=args.cache_len)
-        model = Llama(cfg, rngs=nnx.Rngs(0))
-        for context in (int(c) for c in args.contexts.split(",")):
-            rows.append(dict(preset=name, params_m=cfg.n_params / 1e6, **measure(model, tokenizer, context, args)))
-            print(f"{name} context {context}: extend {rows[-1]['extend_ms']:.1f} ms, "
-                  f"re-prefill {rows[-1]['reprefill_ms']:.1f} ms", flush=True)
+        for backend in args.attention.split(","):
+            cfg = preset(name, vocab_size=max(tokenizer.vocab_size, preset(name).vocab_size), max_seq_len=args.cache_len,
+                         attention=backend)
+            model = Llama(cfg, rngs=nnx.Rngs(0))
+            for context in (int(c) for c in args.contexts.split(",")):
+                rows.append(dict(preset=name, params_m=cfg.n_params / 1e6, **measure(model, tokenizer, context, args)))
+                print(f"{name} {backend} context {context}: extend {rows[-1]['extend_ms']:.1f} ms, "
+                      f"re-prefill {rows[-1]['reprefill_ms']:.1f} ms", flush=True)
     print_table(f"One tool turn ({args.turn} tokens) at batch {args.batch}, cache of {args.cache_len}, float32 "
                 f"(median of {args.repeats})", rows, [
-                    ("preset", "preset", ""), ("params_m", "params (M)", ".1f"), ("context", "context", "d"),
+                    ("preset", "preset", ""), ("params_m", "params (M)", ".1f"), ("attention", "attention", ""),
+                    ("context", "context", "d"),
                     ("extend_ms", "extend ms", ".1f"), ("reprefill_ms", "re-prefill ms", ".1f"),
                     ("ratio", "ratio", ".1f"), ("full_forward_ms", "full fwd ms", ".1f"),
                     ("forward_ratio", "fwd ratio", ".1f")])

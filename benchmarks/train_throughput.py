@@ -2,13 +2,15 @@
 matmul peak, next to the same model trained by Hugging Face transformers on PyTorch; peak memory against the
 analytic minimum; and the data pipeline's tokens/s against what a train step consumes.
 
-    python benchmarks/train_throughput.py [--preset 100m] [--batch 4] [--seq 512] [--repeats 3]
-        [--variants remat=full,remat=minimal] [--data ../shared/data] [--out runs/bench/train_throughput.json]
+    python benchmarks/train_throughput.py [--preset 100m] [--batch 4] [--seq 512] [--repeats 3] [--attention auto]
+        [--variants remat=full,attention=reference] [--no-torch] [--data ../shared/data]
+        [--out runs/bench/train_throughput.json]
 
 Both frameworks run one optimizer step on the same batch of random tokens (every token supervised): forward,
 token-mean cross-entropy, backward, global-norm clipping to 1.0, AdamW (b1 0.9, b2 0.95). agentjax runs the
 trainer's own compiled step (agentjax.train.program, state donated, 1-device mesh); PyTorch runs
-LlamaForCausalLM (its default SDPA attention) with torch.optim.AdamW on all cores. The matmul peak (as
+LlamaForCausalLM (its default SDPA attention) with torch.optim.AdamW on all cores, in float32 and (beside it,
+not like for like) under bfloat16 autocast, which a CPU user with AMX would run. The matmul peak (as
 agentjax.perf.measured_matmul_peak: 2 n^3 FLOPs / median seconds of an n x n float32 matmul; here the best
 of n = 2048 and 4096) and the contestants alternate within each repeat, so load from other processes on a
 shared machine hits them alike; medians after one warm-up step, and each contestant's fastest step (the
@@ -50,13 +52,15 @@ def analytic_memory(cfg: LlamaConfig, batch: int, seq: int) -> dict[str, int]:
 
     params + grads + Adam mu + nu = 16 bytes x parameters. Activations kept for the backward, per token
     and layer: block input, its norm, q, k, v, attention output (before o_proj), residual after attention,
-    its norm, gate, up, silu(gate)*up, and the attention probabilities (n_heads x seq per token): floats
-    6 dim + 2 kv_heads x head_dim + 3 mlp_dim + n_heads x seq (with n_heads x head_dim = dim); plus the
-    logits and their gradient, 2 x vocab floats per token.
+    its norm, gate, up, silu(gate)*up, and what attention keeps: the probabilities (n_heads x seq per token)
+    for the dense reference, one log-sum-exp per head for the others: floats 6 dim + 2 kv_heads x head_dim +
+    3 mlp_dim + that (with n_heads x head_dim = dim); plus the gradient of the final features (dim floats per
+    token) that the fused cross-entropy keeps instead of [B,T,V] logits.
     """
     p = cfg.n_params
-    per_token_layer = 6 * cfg.dim + 2 * cfg.n_kv_heads * cfg.head_dim + 3 * cfg.mlp_dim + cfg.n_heads * seq
-    activations = 4 * batch * seq * (cfg.n_layers * per_token_layer + 2 * cfg.vocab_size)
+    kept_by_attention = cfg.n_heads * seq if cfg.attention == "reference" else cfg.n_heads
+    per_token_layer = 6 * cfg.dim + 2 * cfg.n_kv_heads * cfg.head_dim + 3 * cfg.mlp_dim + kept_by_attention
+    activations = 4 * batch * seq * (cfg.n_layers * per_token_layer + cfg.dim)
     parts = {"params": 4 * p, "grads": 4 * p, "adam": 8 * p, "activations": activations}
     return {**parts, "total": sum(parts.values())}
 
@@ -66,7 +70,7 @@ def peak_rss_growth(contestant: str, args) -> int:
     step, minus its resident memory before (after imports). A separate process, because JAX and PyTorch
     share glibc's heap: memory one freed would be reused by the other without showing."""
     command = [sys.executable, __file__, "--memory-of", contestant, "--preset", args.preset,
-               "--batch", str(args.batch), "--seq", str(args.seq)]
+               "--batch", str(args.batch), "--seq", str(args.seq), "--attention", args.attention]
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout
     return int(out.split()[-1])
 
@@ -75,7 +79,7 @@ def report_peak_rss_growth(contestant: str, args) -> None:
     """--memory-of: print this process's peak RSS growth while `contestant` builds its state and takes a step."""
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    cfg = preset(args.preset, max_seq_len=args.seq)
+    cfg = preset(args.preset, max_seq_len=args.seq, attention=args.attention)
     step = (AgentjaxStep if contestant == "agentjax" else TorchStep)(cfg, random_batch(cfg, args.batch, args.seq))
     step()
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
@@ -111,9 +115,9 @@ class AgentjaxStep:
 
 
 class TorchStep:
-    """LlamaForCausalLM with the same shapes, AdamW, the same batch."""
+    """LlamaForCausalLM with the same shapes, AdamW, the same batch; float32 weights, optionally bf16 autocast."""
 
-    def __init__(self, cfg: LlamaConfig, batch: dict[str, np.ndarray]):
+    def __init__(self, cfg: LlamaConfig, batch: dict[str, np.ndarray], bf16_autocast: bool = False):
         import torch
         import transformers
 
@@ -130,13 +134,15 @@ class TorchStep:
                                            betas=(OPTIMIZER.b1, OPTIMIZER.b2), eps=OPTIMIZER.eps, weight_decay=0.0)
         self.inputs = torch.tensor(batch["inputs"], dtype=torch.long)
         self.targets = torch.tensor(batch["targets"], dtype=torch.long)
+        self.bf16_autocast = bf16_autocast
         self.loss = None
 
     def __call__(self):
         torch = self.torch
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(input_ids=self.inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), self.targets.view(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_autocast):
+            logits = self.model(input_ids=self.inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), self.targets.view(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPTIMIZER.clip_norm)
         self.optimizer.step()
@@ -178,7 +184,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", default="", help="extra agentjax model configs, e.g. remat=full,remat=minimal")
+    parser.add_argument("--attention", default="auto", help="agentjax's attention backend (model.attention)")
+    parser.add_argument("--variants", default="", help="extra agentjax model configs, e.g. remat=full,attention=reference")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory-of", choices=["agentjax", "pytorch"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--data", default=os.environ.get("AGENTJAX_SHARED_DATA", str(here.parent / "shared" / "data")))
@@ -187,17 +194,19 @@ def main() -> None:
 
     if args.memory_of:
         return report_peak_rss_growth(args.memory_of, args)
-    cfg = preset(args.preset, max_seq_len=args.seq)
+    cfg = preset(args.preset, max_seq_len=args.seq, attention=args.attention)
     batch = random_batch(cfg, args.batch, args.seq)
     names = ["agentjax"] + ([] if args.no_torch else ["pytorch"])
     memory = {name: {"rss_bytes": peak_rss_growth(name, args)} for name in names}
-    configs = {"agentjax": cfg} | {f"agentjax {v}": preset(args.preset, max_seq_len=args.seq, **dict([v.split("=")]))
-                                     for v in filter(None, args.variants.split(","))}
+    configs = {"agentjax": cfg} | {
+        f"agentjax {v}": preset(args.preset, max_seq_len=args.seq, **{"attention": args.attention, **dict([v.split("=")])})
+        for v in filter(None, args.variants.split(","))}
     contestants = {name: AgentjaxStep(variant, batch) for name, variant in configs.items()}
     for name, step in contestants.items():
         memory.setdefault(name, {})["xla_bytes"] = step.xla_bytes
     if not args.no_torch:
         contestants["pytorch"] = TorchStep(cfg, batch)
+        contestants["pytorch bf16 autocast"] = TorchStep(cfg, batch, bf16_autocast=True)
     peaks = {2048: matmul(2048), 4096: matmul(4096)}
 
     times = interleaved_times({**{f"matmul {n}": f for n, f in peaks.items()}, **contestants}, args.repeats)
