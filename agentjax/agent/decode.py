@@ -186,10 +186,10 @@ class Decoder:
 
     def _extend_impl(self, params, cache, logits, tokens, positions, segments):
         model = nnx.merge(self.graphdef, params)
-        all_logits, cache = model.extend(cache, tokens, positions, segments)
+        features, cache = model.extend_features(cache, tokens, positions, segments)
         n = segments.sum(axis=1)
-        last = jnp.take_along_axis(all_logits, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
-        return cache, jnp.where((n > 0)[:, None], last, logits)
+        last = jnp.take_along_axis(features, jnp.maximum(n - 1, 0)[:, None, None], axis=1)  # only its logits are needed
+        return cache, jnp.where((n > 0)[:, None], model.logits(last)[:, 0], logits)
 
     # -- decode ---------------------------------------------------------------------------------
 

@@ -344,9 +344,14 @@ class Llama(nnx.Module):
         Serves prefill (many tokens) and decode (one token); rows may carry different numbers of new
         tokens: padding (segment id 0) writes nothing. Returns logits [B,T,V] and the new cache.
         """
+        features, cache = self.extend_features(cache, tokens, positions, segment_ids)
+        return self.logits(features), cache
+
+    def extend_features(self, cache: KVCache, tokens, positions, segment_ids) -> tuple[jax.Array, KVCache]:
+        """`extend`, returning the final features [B,T,D] instead of logits (a caller that needs few logits)."""
         write_slots = jnp.where(segment_ids != 0, positions, cache.max_len)  # out of range: dropped
         x, cache = self._run_layers(self._embed(tokens), positions, segment_ids, cache, write_slots)
-        return self.logits(self.norm(x)), cache
+        return self.norm(x), cache
 
     def _embed(self, tokens):
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.dtype)
