@@ -8,6 +8,7 @@ from flax import nnx
 
 from agentjax.configlib import ConfigError
 from agentjax.model import Llama, attention, preset
+from agentjax.train.config import ModelSection
 
 RTOL = 1e-5
 
@@ -150,7 +151,8 @@ def test_models_with_each_portable_backend_agree_on_logits_gradients_and_cache()
 
 
 def test_backend_choice_by_platform_and_clear_errors():
-    """`auto` picks each platform's kernel; a backend the platform lacks is a config error naming those it has."""
+    """`auto` picks each platform's kernel; a backend the platform lacks is a config error naming those it has;
+    `model.attention` in a run config reaches the model and an unknown name is refused there."""
     assert attention.resolve("auto", "cpu") == "blockwise"
     assert attention.resolve("auto", "tpu") == "splash"
     assert attention.resolve("auto", "gpu") == "cudnn"
@@ -161,5 +163,6 @@ def test_backend_choice_by_platform_and_clear_errors():
     model = Llama(preset("tiny", attention="cudnn"), rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="cudnn"):
         model(np.ones((1, 8), np.int32))
-    with pytest.raises(ConfigError, match="attention: 'flash' is not one of"):
-        preset("tiny", attention="flash")
+    with pytest.raises(ConfigError, match="model.attention: 'flash' is not one of"):
+        ModelSection(preset="tiny", attention="flash").resolve()
+    assert ModelSection(preset="tiny", attention="reference").resolve().attention == "reference"

@@ -21,6 +21,7 @@ class ModelSection(ConfigSection):
     preset: str | None = None
     checkpoint: str | None = None  # an agentjax model directory (`agentjax convert hf-to-agentjax`)
     overrides: dict[str, Any] = field(default_factory=dict)  # LlamaConfig fields, e.g. {remat: full, dtype: bfloat16}
+    attention: str = "auto"  # attention backend: auto | reference | blockwise | splash | cudnn (model/attention.py)
 
     def validate(self):
         if (self.preset is None) == (self.checkpoint is None):
@@ -28,9 +29,10 @@ class ModelSection(ConfigSection):
 
     def resolve(self):
         """The LlamaConfig this section describes (reads the checkpoint's config.json)."""
+        changes = {"attention": self.attention, **self.overrides}
         if self.checkpoint is not None:
-            return read_config(self.checkpoint, **self.overrides)
-        return from_dict(LlamaConfig, {"preset": self.preset, **self.overrides}, "model")
+            return read_config(self.checkpoint, **changes)
+        return from_dict(LlamaConfig, {"preset": self.preset, **changes}, "model")
 
 
 @dataclass(frozen=True)
