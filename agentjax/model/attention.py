@@ -298,9 +298,8 @@ def blockwise_cache(q: jax.Array, cache_k: jax.Array, cache_v: jax.Array, layer:
 
 def splash(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, interpret: bool = False) -> jax.Array:
     """Pallas splash attention (TPU) with a causal mask and segment ids; one MQA kernel per kv head group."""
-    # Imported here: the Pallas TPU modules are only needed when this backend runs.
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels  # heavy, TPU only
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks  # heavy, TPU only
 
     b, t, h, d = q.shape
     n_kv = k.shape[2]
