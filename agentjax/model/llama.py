@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from agentjax.configlib import ConfigError, ConfigSection, from_dict
-from agentjax.model import attention
+from agentjax.model.attention import cache_attention, self_attention
 from agentjax.sharding import constrain
 
 # ----------------------------------------------------------------------------------------------
@@ -248,10 +248,10 @@ class Attention(nnx.Module):
         k = constrain(apply_rope(self.k_proj(x, kk), positions, inv_freq), ("act_batch", "length", "act_kv_heads", "head_dim"))
         v = constrain(self.v_proj(x, kv), ("act_batch", "length", "act_kv_heads", "head_dim"))
         if cache is None:
-            out = attention.self_attention(q, k, v, segment_ids, self.backend)
+            out = self_attention(q, k, v, segment_ids, self.backend)
         else:  # write this chunk's keys/values at their positions, then attend over the cache
             cache = cache.write(k, v)
-            out = attention.cache_attention(q, cache.kv.k, cache.kv.v, cache.layer, positions, segment_ids, self.backend)
+            out = cache_attention(q, cache.kv.k, cache.kv.v, cache.layer, positions, segment_ids, self.backend)
         return self.o_proj(out, ko), cache
 
 
