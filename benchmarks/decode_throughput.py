@@ -2,6 +2,7 @@
 
     python benchmarks/decode_throughput.py [--presets small,100m] [--models DIR,...] [--batches 1,16] [--prompt 128]
         [--new 128] [--repeats 3] [--torch-threads 1,2] [--cache-sweep 256,512,1024,2048] [--attention auto,reference]
+        [--no-hf]
         [--out runs/bench/decode_throughput.json]
 
 For each preset a randomly initialised agentjax model, and for each of `--models` a real one (an agentjax model
@@ -186,6 +187,7 @@ def main() -> None:
     p.add_argument("--torch-threads", default="1,2", help="HF runs with each; the fastest is reported")
     p.add_argument("--cache-sweep", default="256,512,1024,2048", help="cache lengths for the first preset ('' skips)")
     p.add_argument("--attention", default="auto,reference", help="backends (model.attention); the first races HF")
+    p.add_argument("--no-hf", action="store_true", help="only the cache sweep (no HF comparison)")
     p.add_argument("--out", default=str(BENCH_DIR / "decode_throughput.json"))
     args = p.parse_args()
     args.torch_threads = [int(n) for n in args.torch_threads.split(",")]
@@ -196,7 +198,7 @@ def main() -> None:
         model = with_attention(model, backends[0])
         with tempfile.TemporaryDirectory() as hf_dir:
             agentjax_to_hf(model, f"{hf_dir}/hf")
-            for batch in batches:
+            for batch in [] if args.no_hf else batches:
                 row = compare(model, tokenizer, f"{hf_dir}/hf", batch, args)
                 rows.append(dict(preset=name, params_m=model.config.n_params / 1e6, **row))
                 print(f"{name} batch {batch}: agentjax {row['agentjax_tok_s']:,.0f} tok/s, HF {row['hf_tok_s']:,.0f} tok/s",
@@ -206,8 +208,9 @@ def main() -> None:
             for backend in backends:
                 sweep += [dict(preset=name, **r) for b in batches
                           for r in cache_sweep(with_attention(model, backend), tokenizer, b, lens, args)]
-    print_table(f"Greedy decode, prompt {args.prompt} + {args.new} new tokens, float32, EOS ignored "
-                f"(median of {args.repeats}; decode = after the prefill)", rows, COLUMNS)
+    if rows:
+        print_table(f"Greedy decode, prompt {args.prompt} + {args.new} new tokens, float32, EOS ignored "
+                    f"(median of {args.repeats}; decode = after the prefill)", rows, COLUMNS)
     if sweep:
         print_table("agentjax decode vs allocated cache length (same prompt and tokens)", sweep, [
             ("preset", "preset", ""), ("attention", "attention", ""), ("batch", "batch", "d"), ("cache_len", "cache", "d"),
