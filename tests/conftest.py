@@ -9,7 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-from data_support import small_tokenizer  # noqa: E402
+from data_support import FIREACT, small_tokenizer  # noqa: E402
+from tokenizer_support import llama3_dir, smollm2_dir as smollm2_tokenizer_dir  # noqa: E402
+
+from agentjax.data.formats import read_conversations  # noqa: E402
+from agentjax.data.templates import TEMPLATES  # noqa: E402
+from agentjax.data.tokenizer import load_tokenizer  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("AGENTJAX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
@@ -29,6 +34,14 @@ def shared_data() -> Path:
 def tok(shared_data):
     """A small sentencepiece tokenizer trained on FireAct text, shared by the data, template and agent tests."""
     return small_tokenizer(shared_data)
+
+
+@pytest.fixture(scope="session")
+def template_tokenizers(shared_data, tok):
+    """The tokenizer each template is checked over: the chat formats need their model family's control tokens
+    (chatml: SmolLM2's, llama3: a Llama-3-style one); the others use the small sentencepiece `tok`."""
+    texts = tuple(t.content for c in read_conversations(shared_data / FIREACT / "hotpotqa.jsonl", "fireact") for t in c.turns)
+    return {name: tok for name in TEMPLATES} | {"chatml": load_tokenizer(smollm2_tokenizer_dir()), "llama3": load_tokenizer(llama3_dir(texts))}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -56,9 +56,9 @@ def test_suffix_placement_and_unknown_outcome_error(shared_data):
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
-def test_inference_prompt_is_the_prefix_of_a_positive_training_example(shared_data, nat, name):
+def test_inference_prompt_is_the_prefix_of_a_positive_training_example(template_tokenizers, nat, name):
     """The inference prompt (best label) is a token prefix of the conditioned positive trajectory, never the negative's."""
-    template = get_template(name, small_tokenizer(shared_data))
+    template = get_template(name, template_tokenizers[name])
     question = nat[0].replace(turns=nat[0].turns[:3])
     prompt = template.prompt(condition_for_inference(question, BINARY))
     failed = nat[0].replace(outcome=Outcome(success=False))  # same text, only the outcome differs

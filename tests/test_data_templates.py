@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import transformers
 from data_support import FIREACT, fixture_conversations
-from tokenizer_support import LLAMA2_CHAT_TEMPLATE, llama2_style_tokenizer, llama3_dir, smollm2_dir
+from tokenizer_support import LLAMA2_CHAT_TEMPLATE, llama2_style_tokenizer
 
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import TEMPLATES, get_template
-from agentjax.data.tokenizer import load_tokenizer
 
 NAMES = sorted(TEMPLATES)
 
@@ -25,13 +24,6 @@ ODD = [  # shapes real data has and a chat loop can produce
     Conversation((Turn("assistant", "Starts with a reply", True), Turn("tool", "ok"), Turn("assistant", "  spaced  ", True))),
     Conversation((Turn("user", "q"), Turn("assistant", "", True), Turn("user", " lead space"), Turn("assistant", "\nnl\n", True))),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizers(shared_data, tok):
-    """The tokenizer each template is checked over: the chat formats need their model family's control tokens."""
-    texts = tuple(t.content for c in read_conversations(shared_data / FIREACT / "hotpotqa.jsonl", "fireact") for t in c.turns)
-    return {name: tok for name in NAMES} | {"chatml": load_tokenizer(smollm2_dir()), "llama3": load_tokenizer(llama3_dir(texts))}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +40,10 @@ def only_trained(conv: Conversation, index: int) -> Conversation:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_weights_cover_exactly_the_trained_turns_and_their_end_of_turn(tokenizers, conversations, name):
+def test_weights_cover_exactly_the_trained_turns_and_their_end_of_turn(template_tokenizers, conversations, name):
     """Ids ignore train flags; each trained reply weighs exactly its own text then its end-of-turn token; the weights
     add up per turn; a rendering starts with the template's start ids (BOS, or none for chatml)."""
-    tok = tokenizers[name]
+    tok = template_tokenizers[name]
     template = get_template(name, tok)
     start = template.start_ids()
     for conv in conversations:
@@ -84,11 +76,11 @@ def test_react_can_train_observations_like_fireact_alpaca(tok, conversations):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_prompt_is_the_token_prefix_of_training_ids_at_every_turn(tokenizers, conversations, name):
+def test_prompt_is_the_token_prefix_of_training_ids_at_every_turn(template_tokenizers, conversations, name):
     """For every prefix C and next reply A: encode(C + A) is prompt(C), then the reply's text, then the end-of-turn
     token (for templates writing nothing after a reply, exactly the tokens of the reply text); encode(C) is a prefix
     of encode(C + next turn) and of prompt(C + observations...): the agent loop extends, never re-prefills."""
-    tok = tokenizers[name]
+    tok = template_tokenizers[name]
     template = get_template(name, tok)
     for conv in conversations:
         full = list(template.encode(conv).ids)

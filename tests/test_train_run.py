@@ -8,7 +8,6 @@ import logging
 import math
 import shutil
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx

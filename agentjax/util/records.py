@@ -137,17 +137,6 @@ def records(path: str | Path) -> Iterator[tuple[str, Any]]:
         yield origin, record
 
 
-def read_json(path: str | Path) -> Any:
-    """The whole parsed JSON document (e.g. an object keyed by question id, a model's config.json)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "missing_file", "file not found")
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}", "invalid_json", f"not valid JSON: {e.msg}") from None
-
-
 def read_csv(path: str | Path) -> Iterator[tuple[str, list[str]]]:
     """(`file:line`, row) for each row of a CSV file (quoted fields may span lines); a row that is not UTF-8 raises."""
     path = Path(path)
