@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from agentjax import sharding
 from agentjax.data.tokenizer import Tokenizer
-from agentjax.model.llama import KVCache, Llama
+from agentjax.model.llama import CACHE_AXES, KVCache, Llama
 
 # Why a row stopped.
 RUNNING, EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL = 0, 1, 2, 3, 4
@@ -113,6 +114,108 @@ class Generated(NamedTuple):
     key: jax.Array
 
 
+class DecodePrograms:
+    """The jitted programs of one model shape, batch, cache length and reply budget, with explicit shardings.
+
+    `new_state(params)`, `extend(params, cache, logits, tokens, positions, segments)` and
+    `decode(params, tables, cache, logits, lengths, active, temperature, top_k, top_p, key_data, max_new)` are
+    what a Decoder runs; `abstract_inputs` gives their arguments as shapes, so they can be compiled ahead of time
+    for a slice (agentjax.aot) from an abstract model. The cache is sharded by CACHE_AXES, rows over the batch axes.
+    """
+
+    def __init__(self, graphdef, params, cfg, batch: int, max_len: int, max_new: int, end_ids: np.ndarray,
+                 pad_id: int, mesh):
+        self.graphdef, self.cfg, self.mesh = graphdef, cfg, mesh
+        self.batch, self.max_len, self.max_new, self.end_ids, self.pad_id = batch, max_len, max_new, end_ids, pad_id
+        self.params_shardings = sharding.state_shardings(params, mesh)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        cache = sharding.named_sharding(CACHE_AXES, self.cache_shape, mesh)
+        self.cache_shardings = KVCache(cache, cache)
+        self.logits_sharding = sharding.named_sharding(("act_batch", "act_vocab"), (batch, cfg.vocab_size), mesh)
+        rows = sharding.named_sharding(("act_batch",), (batch,), mesh)
+        rows2 = sharding.named_sharding(("act_batch", "length"), (batch, 1), mesh)
+        state_out = (self.cache_shardings, self.logits_sharding)
+        self.new_state = jax.jit(self._new_state_impl, in_shardings=(self.params_shardings,), out_shardings=state_out)
+        self.extend = jax.jit(self._extend_impl, in_shardings=(self.params_shardings, *state_out, rows2, rows2, rows2),
+                              out_shardings=state_out, donate_argnums=(1,))
+        self.decode = jax.jit(
+            self._decode_impl, donate_argnums=(2,),
+            in_shardings=(self.params_shardings, replicated, *state_out, rows, rows, rows, rows, rows, replicated,
+                          replicated),
+            out_shardings=Generated(rows2, rows, rows, self.cache_shardings, replicated))
+
+    @property
+    def cache_shape(self) -> tuple[int, ...]:
+        return (self.cfg.n_layers, self.batch, self.max_len, self.cfg.n_kv_heads, self.cfg.head_dim)
+
+    def abstract_inputs(self, params, tables: StopTables, buckets: tuple[int, ...]) -> dict[str, tuple]:
+        """program name -> (jitted function, its arguments as ShapeDtypeStructs): each extend bucket and the loop."""
+        def spec(shape, dtype, where):
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=where)
+
+        b, i32 = self.batch, jnp.int32
+        params = jax.tree.map(lambda p, s: spec(p.shape, p.dtype, s), params, self.params_shardings)
+        cache = KVCache(*(spec(self.cache_shape, self.cfg.dtype, s) for s in self.cache_shardings))
+        logits = spec((b, self.cfg.vocab_size), jnp.float32, self.logits_sharding)
+        programs = {}
+        for width in buckets:
+            tokens = jax.ShapeDtypeStruct((b, width), i32)
+            programs[f"extend {width}"] = (self.extend, (params, cache, logits, tokens, tokens, tokens))
+        rows = [jax.ShapeDtypeStruct((b,), t) for t in (i32, bool, jnp.float32, i32, jnp.float32)]
+        key_data = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
+        programs["decode loop"] = (self.decode, (params, tables, cache, logits, *rows, key_data,
+                                                 jax.ShapeDtypeStruct((), i32)))
+        return programs
+
+    def _new_state_impl(self, params):
+        cache = nnx.merge(self.graphdef, params).init_cache(self.batch, self.max_len)
+        return cache, jnp.zeros((self.batch, self.cfg.vocab_size), jnp.float32)
+
+    def _extend_impl(self, params, cache, logits, tokens, positions, segments):
+        model = nnx.merge(self.graphdef, params)
+        features, cache = model.extend_features(cache, tokens, positions, segments)
+        n = segments.sum(axis=1)
+        last = jnp.take_along_axis(features, jnp.maximum(n - 1, 0)[:, None, None], axis=1)  # only its logits are needed
+        return cache, jnp.where((n > 0)[:, None], model.logits(last)[:, 0], logits)
+
+    def _decode_impl(self, params, tables, cache, logits, lengths, active, temperature, top_k, top_p, key_data,
+                     max_new):
+        model = nnx.merge(self.graphdef, params)
+        key = jax.random.wrap_key_data(key_data)
+        b = self.batch
+        state = dict(
+            i=jnp.int32(0), cache=cache, logits=logits, active=active, key=key,
+            tokens=jnp.full((b, self.max_new), self.pad_id, jnp.int32), count=jnp.zeros(b, jnp.int32),
+            reason=jnp.zeros(b, jnp.int32), window=jnp.zeros((b, tables.window), jnp.uint8),
+        )
+
+        def cond(s):
+            return (s["i"] < max_new) & jnp.any(s["active"])
+
+        def body(s):
+            key, sub = jax.random.split(s["key"])
+            token = sample(s["logits"], sub, temperature, top_k, top_p)
+            active = s["active"]
+            token = jnp.where(active, token, self.pad_id)
+            tokens = s["tokens"].at[:, s["i"]].set(token)
+            count = s["count"] + active
+            window, matched = append_and_match(s["window"], token, tables)
+            position = lengths + count - 1  # where this token would be written
+            reason = jnp.select(
+                [jnp.any(token[:, None] == self.end_ids[None, :], axis=1), matched, count >= max_new,
+                 position >= self.max_len - 1],
+                [EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL], RUNNING)
+            reason = jnp.where(active, reason, s["reason"])
+            still = active & (reason == RUNNING)
+            new_logits, cache = model.extend(s["cache"], token[:, None], position[:, None], still[:, None].astype(jnp.int32))
+            logits = jnp.where(still[:, None], new_logits[:, 0], s["logits"])
+            return dict(i=s["i"] + 1, cache=cache, logits=logits, active=still, key=key, tokens=tokens,
+                        count=count, reason=reason, window=window)
+
+        out = jax.lax.while_loop(cond, body, state)
+        return Generated(out["tokens"], out["count"], out["reason"], out["cache"], out["key"])
+
+
 class Decoder:
     """Compiled extend and decode for one model, batch size, cache length and token budget.
 
@@ -126,21 +229,16 @@ class Decoder:
         self.batch, self.max_len, self.max_new = batch, max_len, max_new_tokens
         self.pad_id = tokenizer.pad_id
         self.end_ids = np.array(sorted({tokenizer.eos_id, *end_ids}), np.int32)  # EOS and a template's end of turn
-        self.buckets = tuple(b for b in sorted(set(buckets)) if b <= max_len) or (max_len,)
+        self.buckets = decode_buckets(buckets, max_len)
         self.tables = stop_tables(tokenizer, self.cfg.vocab_size, stop_strings)
         self.mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
-        self._extend = jax.jit(self._extend_impl, donate_argnums=(1,))
-        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,))
-        self._new_state = jax.jit(self._new_state_impl)
+        self.programs = DecodePrograms(self.graphdef, self.params, self.cfg, batch, max_len, max_new_tokens,
+                                       self.end_ids, self.pad_id, self.mesh)
 
     def new_state(self) -> tuple[KVCache, jax.Array]:
         """An empty cache and zero logits [B, V], placed as extend and decode return them."""
         with sharding.activate(self.mesh):
-            return self._new_state(self.params)
-
-    def _new_state_impl(self, params):
-        cache = nnx.merge(self.graphdef, params).init_cache(self.batch, self.max_len)
-        return cache, jnp.zeros((self.batch, self.cfg.vocab_size), jnp.float32)
+            return self.programs.new_state(self.params)
 
     def warm_up(self, cache: KVCache, logits: jax.Array) -> tuple[KVCache, jax.Array]:
         """Compile every program an evaluation will use (each extend bucket, the decode loop) before it starts.
@@ -151,7 +249,7 @@ class Decoder:
         for width in self.buckets:
             zeros = np.zeros((self.batch, width), np.int32)
             with sharding.activate(self.mesh):
-                cache, logits = self._extend(self.params, cache, logits, zeros, zeros, zeros)
+                cache, logits = self.programs.extend(self.params, cache, logits, zeros, zeros, zeros)
         out = self.decode(cache, logits, idle[:, 0], np.zeros(self.batch, bool), [Sampling()] * self.batch,
                           jax.random.key(0))
         return out.cache, logits
@@ -181,15 +279,8 @@ class Decoder:
                 pending[r] = toks[width:]
                 offsets[r] += len(chunk)
             with sharding.activate(self.mesh):
-                cache, logits = self._extend(self.params, cache, logits, tokens, positions, segments)
+                cache, logits = self.programs.extend(self.params, cache, logits, tokens, positions, segments)
         return cache, logits
-
-    def _extend_impl(self, params, cache, logits, tokens, positions, segments):
-        model = nnx.merge(self.graphdef, params)
-        features, cache = model.extend_features(cache, tokens, positions, segments)
-        n = segments.sum(axis=1)
-        last = jnp.take_along_axis(features, jnp.maximum(n - 1, 0)[:, None, None], axis=1)  # only its logits are needed
-        return cache, jnp.where((n > 0)[:, None], model.logits(last)[:, 0], logits)
 
     # -- decode ---------------------------------------------------------------------------------
 
@@ -203,40 +294,11 @@ class Decoder:
         # to jit, so the second reply of an evaluation does not compile the loop again after warm_up.
         key_data = np.asarray(jax.random.key_data(key))
         with sharding.activate(self.mesh):
-            return self._decode(self.params, cache, logits, np.asarray(lengths, np.int32), np.asarray(active, bool),
-                                temperature, top_k, top_p, key_data, np.int32(max_new or self.max_new))
+            return self.programs.decode(self.params, self.tables, cache, logits, np.asarray(lengths, np.int32),
+                                        np.asarray(active, bool), temperature, top_k, top_p, key_data,
+                                        np.int32(max_new or self.max_new))
 
-    def _decode_impl(self, params, cache, logits, lengths, active, temperature, top_k, top_p, key_data, max_new):
-        model = nnx.merge(self.graphdef, params)
-        key = jax.random.wrap_key_data(key_data)
-        b, tables = self.batch, self.tables
-        state = dict(
-            i=jnp.int32(0), cache=cache, logits=logits, active=active, key=key,
-            tokens=jnp.full((b, self.max_new), self.pad_id, jnp.int32), count=jnp.zeros(b, jnp.int32),
-            reason=jnp.zeros(b, jnp.int32), window=jnp.zeros((b, tables.window), jnp.uint8),
-        )
 
-        def cond(s):
-            return (s["i"] < max_new) & jnp.any(s["active"])
-
-        def body(s):
-            key, sub = jax.random.split(s["key"])
-            token = sample(s["logits"], sub, temperature, top_k, top_p)
-            active = s["active"]
-            token = jnp.where(active, token, self.pad_id)
-            tokens = s["tokens"].at[:, s["i"]].set(token)
-            count = s["count"] + active
-            window, matched = append_and_match(s["window"], token, tables)
-            position = lengths + count - 1  # where this token would be written
-            reason = jnp.select(
-                [jnp.any(token[:, None] == self.end_ids[None, :], axis=1), matched, count >= max_new, position >= self.max_len - 1],
-                [EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL], RUNNING)
-            reason = jnp.where(active, reason, s["reason"])
-            still = active & (reason == RUNNING)
-            new_logits, cache = model.extend(s["cache"], token[:, None], position[:, None], still[:, None].astype(jnp.int32))
-            logits = jnp.where(still[:, None], new_logits[:, 0], s["logits"])
-            return dict(i=s["i"] + 1, cache=cache, logits=logits, active=still, key=key, tokens=tokens,
-                        count=count, reason=reason, window=window)
-
-        out = jax.lax.while_loop(cond, body, state)
-        return Generated(out["tokens"], out["count"], out["reason"], out["cache"], out["key"])
+def decode_buckets(buckets: tuple[int, ...], max_len: int) -> tuple[int, ...]:
+    """The extend widths compiled: the configured buckets that fit the cache (the cache length when none does)."""
+    return tuple(b for b in sorted(set(buckets)) if b <= max_len) or (max_len,)
