@@ -18,7 +18,7 @@ RANKS = {
     "tasks": 4,
     "world": 5, "train": 5,
     "agent": 6,
-    "quickstart": 7,
+    "quickstart": 7, "aot": 7,
     "experiment": 8,
     "cli": 9,
 }

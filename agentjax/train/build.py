@@ -66,22 +66,26 @@ def trainable_filter(cfg: RunConfig):
 def build_model(cfg: RunConfig, mesh, model_cfg: LlamaConfig, *, shapes_only: bool = False) -> Llama:
     """The model on its shardings: random init from a preset, or a converted checkpoint; LoRA added if asked.
 
-    `shapes_only` (full fine-tuning whose every weight comes from a run checkpoint) allocates nothing.
+    `shapes_only` allocates nothing: the model's shapes and logical axes (with its adapters under LoRA), for
+    full fine-tuning whose every weight comes from a run checkpoint, or for compiling ahead of time.
     """
     if shapes_only:
-        if cfg.lora is not None:
-            raise ValueError("a LoRA model needs its frozen base weights; shapes_only is for full fine-tuning")
-        return abstract_model(model_cfg)
+        return nnx.eval_shape(lambda: _with_adapters(cfg, Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed))))
     if cfg.model.checkpoint:
         model = abstract_model(model_cfg)
         restore_params(Path(cfg.model.checkpoint) / "params", model, mesh)
     else:
         model = sharding.create_sharded(lambda: Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed)), mesh)
     if cfg.lora is not None:
-        add_lora(model, cfg.lora, seed=cfg.seed)  # initialised eagerly, identically on every process
+        _with_adapters(cfg, model)  # initialised eagerly, identically on every process
         adapters = nnx.state(model, LoRAParam)
         nnx.update(model, jax.tree.map(_place, adapters, sharding.state_shardings(adapters, mesh)))
     return model
+
+
+def _with_adapters(cfg: RunConfig, model: Llama) -> Llama:
+    """The model with the run's LoRA adapters added (in place), or as it is without LoRA."""
+    return model if cfg.lora is None else add_lora(model, cfg.lora, seed=cfg.seed)
 
 
 def _place(value, target) -> jax.Array:

@@ -14,15 +14,19 @@ from agentjax.train.config import RunConfig
 def validate_run(cfg: RunConfig, mesh) -> None:
     """Files exist, every device gets whole rows of every micro-batch, rows fit the model."""
     check_files(cfg)
+    check_layout(cfg, mesh, jax.process_count(), cfg.model.resolve().max_seq_len)
+
+
+def check_layout(cfg: RunConfig, mesh, processes: int, max_len: int) -> None:
+    """Every device gets whole rows of every micro-batch, every process whole rows, rows fit `max_len`."""
     batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.global_batch % (batch_ways * cfg.train.micro_batches):
         raise ConfigError(
             f"train.global_batch ({cfg.train.global_batch}) must be divisible by mesh data*fsdp ({batch_ways}) "
             f"x train.micro_batches ({cfg.train.micro_batches}) so that every device gets whole rows")
-    if cfg.train.global_batch % jax.process_count():
+    if cfg.train.global_batch % processes:
         raise ConfigError(f"train.global_batch ({cfg.train.global_batch}) must be divisible by the "
-                          f"{jax.process_count()} processes")
-    max_len = cfg.model.resolve().max_seq_len
+                          f"{processes} processes")
     for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
         if data is not None and data.seq_len > max_len:
             raise ConfigError(f"{section}.seq_len ({data.seq_len}) exceeds the model's max_seq_len ({max_len}); "
