@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Callable
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from agentjax.configlib import ConfigError, ConfigSection
@@ -208,3 +210,20 @@ def host_local_to_global(batch: dict[str, np.ndarray], mesh: Mesh, axes=("act_ba
         sharding = named_sharding(axes[: local.ndim], global_shape, mesh)
         out[key] = jax.make_array_from_process_local_data(sharding, local, global_shape)
     return out
+
+
+def gather_json(value) -> list:
+    """Every process's JSON-able `value`, in process order, on every process (a collective: all must call it)."""
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    if jax.process_count() == 1:
+        return [value]
+    lengths = multihost_utils.process_allgather(np.array([data.size], np.int64)).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: data.size] = data
+    rows = multihost_utils.process_allgather(padded).reshape(len(lengths), -1)
+    return [json.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
+
+
+def broadcast_json(value):
+    """Process 0's JSON-able `value` on every process (the others' `value` is ignored; all must call it)."""
+    return gather_json(value if jax.process_index() == 0 else None)[0]

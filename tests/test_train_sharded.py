@@ -4,12 +4,10 @@ its checkpoint restores onto fsdp=8 with equal values and training continues; an
 
 from __future__ import annotations
 
-import socket
-
 import jax
 import numpy as np
 import pytest
-from train_support import (abstract_like, agentjax_command, base_config, flat_params, run_config, start, subprocess_env,
+from train_support import (abstract_like, agentjax_command, base_config, flat_params, free_port, run_config, start, subprocess_env,
                            toy_files, write_config)
 
 from agentjax.train.checkpoint import Checkpoints
@@ -75,12 +73,6 @@ def test_the_checkpoint_restores_onto_another_mesh_and_training_continues(mesh_r
     assert result.final_step == 9 and list(logged) == list(range(1, 10))
     assert all(logged[s] == losses[s] for s in losses)  # the log up to the resume point is kept as it was
     assert all(np.isfinite(logged[s]) for s in (7, 8, 9))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import functools
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,13 @@ def subprocess_env(devices: int = 8, **extra: str) -> dict[str, str]:
     flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a jax.distributed coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:

@@ -9,7 +9,9 @@ its episode redone), so an interrupted evaluation resumes without redoing or dup
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Mapping
@@ -109,20 +111,22 @@ def summarize(records: list[dict], task: Task, extra: dict) -> dict:
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
-    """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json."""
+    """Run (or resume) the evaluation described by `cfg`; returns the summary, also written to summary.json.
+
+    With several processes (a TPU pod's hosts) each plays its share of the questions on its own devices, and
+    process 0 alone writes the output directory (see play_across_hosts).
+    """
+    sharding.initialize_distributed()
     cfg = cfg.with_run_defaults()
     system_prompt = cfg.system_prompt_text()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_same_evaluation(cfg, out)
-    mesh = sharding.make_mesh(cfg.mesh)
+    out, writer = Path(cfg.output_dir), jax.process_index() == 0
+    mesh = sharding.make_mesh(cfg.mesh, jax.local_devices())
     task, questions, tools_for = task_and_tools(cfg)
-    model, tokenizer = load_model_and_tokenizer(cfg, mesh)
-    template = get_template(cfg.template, tokenizer, **cfg.template_options)
-    wanted = {q.id for q in questions}
-    records = [r for r in read_transcripts(out / TRANSCRIPTS) if r["id"] in wanted]
+    records = finished_records(cfg, out, {q.id for q in questions})
     done = {r["id"] for r in records}
     todo = [q for q in questions if q.id not in done]
+    model, tokenizer = load_model_and_tokenizer(cfg, mesh)
+    template = get_template(cfg.template, tokenizer, **cfg.template_options)
     g = cfg.generation
     loop = AgentLoop(
         Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh,
@@ -133,29 +137,77 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     )
     primary = task.metrics[0]
     bar = tqdm(total=len(questions), initial=len(records), desc=f"eval {cfg.task}", unit="episode",
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and writer), dynamic_ncols=True)
     t0 = time.perf_counter()
-    with open(out / TRANSCRIPTS, "a") as f, CompileCounter() as compiles:
-        def on_done(ep: Episode) -> None:
-            record = {**ep.record(), "scores": task.score(ep.prediction, ep.question)}
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+    with (open(out / TRANSCRIPTS, "a") if writer else contextlib.nullcontext()) as f, CompileCounter() as compiles:
+        def keep(record: dict) -> None:
+            if f is not None:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
             records.append(record)
             bar.update()
             bar.set_postfix({primary: f"{100 * sum(r['scores'][primary] for r in records) / len(records):.1f}"},
                             refresh=False)
 
-        loop.run(todo, on_done)
+        def record_of(ep: Episode) -> dict:
+            return {**ep.record(), "scores": task.score(ep.prediction, ep.question)}
+
+        if jax.process_count() == 1:
+            loop.run(todo, lambda ep: keep(record_of(ep)))
+        else:
+            play_across_hosts(loop, todo, record_of, keep, ROUND_BATCHES * g.batch_size)
     bar.close()
     seconds = time.perf_counter() - t0
     summary = summarize(records, task, dict(
         task=cfg.task, split=cfg.split, method=cfg.method, compiles=compiles.count,
         compile_seconds=compiles.seconds, seconds=seconds, episodes_this_run=len(todo),
         episodes_per_s=len(todo) / seconds if seconds else 0.0, devices=jax.device_count(),
+        processes=jax.process_count(),
     ))
-    with atomic_write(out / SUMMARY) as f:
-        f.write(json.dumps(summary, indent=2) + "\n")
+    if writer:
+        with atomic_write(out / SUMMARY) as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def finished_records(cfg: EvalConfig, out: Path, wanted: set[str]) -> list[dict]:
+    """The finished episodes of `wanted` questions already in `out`: process 0 checks the directory and reads
+    them, every process gets the same list (so the output directory need not be shared between hosts)."""
+    result = None
+    if jax.process_index() == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            check_same_evaluation(cfg, out)
+            result = {"records": [r for r in read_transcripts(out / TRANSCRIPTS) if r["id"] in wanted]}
+        except ConfigError as e:  # raised on every process, not only the one that found it
+            result = {"error": str(e)}
+    result = sharding.broadcast_json(result)
+    if "error" in result:
+        raise ConfigError(result["error"])
+    return result["records"]
+
+
+# Episodes each host plays between two exchanges of finished records, in decoder batches: a kill loses at most
+# this many per host, and each exchange lets the batch drain (rows idle while the round's last episodes end).
+ROUND_BATCHES = 4
+
+
+def play_across_hosts(loop: AgentLoop, todo: list[Question], record_of: Callable[[Episode], dict],
+                      keep: Callable[[dict], None], round_size: int) -> None:
+    """Process i plays questions i, i+n, ... of `todo` on its own devices, in rounds of `round_size`; after each
+    round every process receives every process's finished records and `keep`s them in process order.
+
+    Every host holds the whole model: episodes are independent, so no per-token collective crosses hosts,
+    and the output directory is written by process 0 alone (no shared storage needed)."""
+    n, i = jax.process_count(), jax.process_index()
+    mine = todo[i::n]
+    rounds = math.ceil(math.ceil(len(todo) / n) / round_size)  # the same on every process: todo is
+    for r in range(rounds):
+        finished: list[dict] = []
+        loop.run(mine[r * round_size:(r + 1) * round_size], lambda ep: finished.append(record_of(ep)))
+        for part in sharding.gather_json(finished):
+            for record in part:
+                keep(record)
 
 
 def task_metrics(cfg: EvalConfig) -> tuple[str, ...]:

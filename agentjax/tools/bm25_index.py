@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-import bm25s
-
 
 def _tokens(texts: list[str]) -> list[list[str]]:
     """Lowercased words of two or more characters, English stopwords removed (bm25s's default analyser)."""
+    import bm25s  # here, not on top: importing bm25s runs a JAX op, which would start JAX before jax.distributed
+
     return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
@@ -18,6 +18,8 @@ class Bm25Index:
     def __init__(self, texts: list[str]):
         if not texts:
             raise ValueError("cannot build a BM25 index over no texts")
+        import bm25s  # see _tokens
+
         self.size = len(texts)
         self._retriever = bm25s.BM25()
         self._retriever.index(_tokens(texts), show_progress=False)
