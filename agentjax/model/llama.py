@@ -374,9 +374,7 @@ class Llama(nnx.Module):
 
         def body(carry, layer):
             x, kv = carry
-            # The barrier pins each layer's weight transforms (the fsdp all-gather, a cast to the compute dtype) to
-            # this layer: otherwise XLA hoists them out of the loop and holds a gathered/cast copy of every layer.
-            layer_params, index, key = jax.lax.optimization_barrier(layer)
+            layer_params, index, key = layer
             view = None if kv is None else CacheView(kv, index, write_slots)
             x, view = nnx.merge(graphdef, layer_params)(x, positions, segment_ids, inv_freq, view, key)
             return (x, None if view is None else view.kv), None
