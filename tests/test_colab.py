@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -55,3 +57,20 @@ def test_notebook_commands_name_real_configs_and_subcommands():
             assert sub in COMMANDS, f"{name}: agentjax {sub}"
         for config in re.findall(r"configs/[\w/.-]+\.yaml", text):
             assert (root / config).is_file(), f"{name}: {config}"
+
+
+def test_tpu_notebook_settings_on_one_chip_are_the_ones_compiled_for_v5e_1():
+    """The TPU notebook's train overrides (computed for a 1-device runtime) and eval batch are the settings
+    benchmarks/compile_recipes.py compiles for a v5e-1 chip (its table in configs/README.md says they fit)."""
+    sys.path.insert(0, str(COLAB.parent / "benchmarks"))
+    from compile_recipes import COLAB_DECODE, COLAB_TRAIN  # a script, importable once benchmarks/ is on the path
+
+    nb = nbformat.read(COLAB / "fireact_llama2_7b_tpu.ipynb", as_version=4)
+    train = next(c.source for c in nb.cells if "overrides = (" in c.source)
+    scope = {"jax": types.SimpleNamespace(devices=lambda: [None])}  # a runtime with one TPU device
+    exec(_SHELL_OR_MAGIC.sub(lambda m: m.group(1) + "pass", train), scope)
+    overrides = set(scope["overrides"].split())
+    assert set(COLAB_TRAIN) <= overrides, (COLAB_TRAIN, overrides)
+    evaluation = next(c.source for c in nb.cells if "!agentjax eval" in c.source)
+    batch = re.search(r"^BATCH = (\d+)", evaluation, re.MULTILINE).group(1)
+    assert f"eval.generation.batch_size={batch}" in COLAB_DECODE and "generation.batch_size={BATCH}" in evaluation
