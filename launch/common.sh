@@ -59,3 +59,8 @@ require_gcloud() {
 on_all_workers() {
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${TPU_FLAGS[@]}" --worker=all --command="$1"
 }
+
+# Run a shell command on one worker (by number): single-host jobs.
+on_worker() {
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${TPU_FLAGS[@]}" --worker="$1" --command="$2"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run one command on every worker at once, from the agentjax checkout, in its virtualenv; on a pod slice the
-# processes find each other by themselves (jax.distributed), so the same command goes to all hosts.
+# processes find each other by themselves (jax.distributed), so the same command goes to all hosts. Single-host
+# subcommands (agentjax convert, score, data, compile) go to worker 0 only.
 #   TPU_NAME=agentjax-v4 launch/run.sh [--dry-run] -- agentjax train --config configs/fireact/llama2-7b-lora-hotpotqa.yaml
 # AGENTJAX_DATA, AGENTJAX_MODELS and AGENTJAX_RUNS, when set here, are passed on (paths on the workers, e.g.
 # under /mnt/agentjax). Secrets such as SERPAPI_API_KEY are not passed (they would show in process lists and
@@ -30,4 +31,11 @@ done
 quoted="$(printf '%q ' "${command[@]}")"
 quoted="${quoted% }"
 if [[ "${DETACH:-0}" == "1" ]]; then quoted="nohup $quoted > launch.log 2>&1 < /dev/null &"; fi
-on_all_workers "cd ~/$REMOTE_DIR && source .venv/bin/activate && { [ -f ~/.agentjax_env ] && source ~/.agentjax_env || true; } && ${exports}${quoted}"
+remote="cd ~/$REMOTE_DIR && source .venv/bin/activate && { [ -f ~/.agentjax_env ] && source ~/.agentjax_env || true; } && ${exports}${quoted}"
+# Single-host subcommands (one process, no jax.distributed) run on worker 0 only: on every worker at once they
+# would write the same output path (convert, score) or do the same work four times (data, compile).
+if [[ "${command[0]}" == "agentjax" && " convert score data compile " == *" ${command[1]:-} "* ]]; then
+  on_worker 0 "$remote"
+else
+  on_all_workers "$remote"
+fi

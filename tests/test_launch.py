@@ -72,6 +72,9 @@ def test_run_dry_run_sends_one_command_to_every_worker():
     assert "secret-key" not in cmd
     (cmd,) = commands(launch("run.sh", "--dry-run", "--", "agentjax", "train", TPU_NAME="pod", DETACH="1"))
     assert "nohup agentjax train > launch.log 2>&1 < /dev/null &" in cmd
+    for single_host in ("convert", "score"):  # one process writing one output, not one per worker into one path
+        (cmd,) = commands(launch("run.sh", "--dry-run", "--", "agentjax", single_host, "a", "b", TPU_NAME="pod"))
+        assert "--worker=0 " in cmd and "--worker=all" not in cmd and cmd.endswith(f"agentjax {single_host} a b'")
     missing = launch("run.sh", "--dry-run", TPU_NAME="pod")
     assert missing.returncode == 2 and "usage" in missing.stderr
 
