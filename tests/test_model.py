@@ -10,6 +10,7 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.model import Llama, preset
+from agentjax.model.llama import in_compute_dtype
 
 CFG = preset("tiny", vocab_size=300)
 
@@ -149,3 +150,15 @@ def test_compile_time_is_flat_in_depth():
     two, eight = _compile_seconds(2), _compile_seconds(8)
     print(f"compile 2 layers {two:.2f}s, 8 layers {eight:.2f}s")
     assert eight < 2 * two
+
+
+def test_weights_in_the_compute_dtype_give_the_same_logits_bit_for_bit():
+    """Every layer casts its weights to `dtype` first, so storing them in it (what evaluation decodes with)
+    changes no output of a float32-master, bfloat16-compute model, and halves what the weights take."""
+    model = Llama(preset("tiny", dtype="bfloat16", param_dtype="float32"), rngs=nnx.Rngs(3))
+    tokens = _tokens(2, 12, seed=4)
+    expected = np.asarray(model(tokens))
+    cast = in_compute_dtype(model)
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(cast, nnx.Param))} == {jnp.dtype("bfloat16")}
+    assert cast.config.param_dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(cast(tokens)), expected)

@@ -180,6 +180,7 @@ class DecodePrograms:
 
     def _decode_impl(self, params, tables, cache, logits, lengths, active, temperature, top_k, top_p, key_data,
                      max_new):
+        model = nnx.merge(self.graphdef, params)
         key = jax.random.wrap_key_data(key_data)
         b = self.batch
         state = dict(
@@ -192,9 +193,6 @@ class DecodePrograms:
             return (s["i"] < max_new) & jnp.any(s["active"])
 
         def body(s):
-            # The weights tied to the step counter: without it XLA hoists their transforms (the fsdp all-gather,
-            # the cast to the compute dtype) out of the loop and keeps a gathered/cast copy of every layer.
-            model = nnx.merge(self.graphdef, jax.lax.optimization_barrier((params, s["i"]))[0])
             key, sub = jax.random.split(s["key"])
             token = sample(s["logits"], sub, temperature, top_k, top_p)
             active = s["active"]

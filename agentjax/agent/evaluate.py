@@ -28,6 +28,7 @@ from agentjax.agent.registry import get_task, task_class
 from agentjax.configlib import ConfigError, to_dict
 from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import load_tokenizer
+from agentjax.model.llama import in_compute_dtype
 from agentjax.perf import CompileCounter
 from agentjax.tasks.base import Question, Task
 from agentjax.tools.base import Tool
@@ -41,12 +42,14 @@ TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval
 
 
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
-    """The model to evaluate (LoRA merged for speed) and its tokenizer."""
+    """The model to evaluate (LoRA merged for speed, weights in the compute dtype) and its tokenizer."""
     if cfg.run is not None:
-        return load_trained_model(cfg.run, mesh, base=cfg.run_base)
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    run = RunConfig(model=cfg.model, seed=cfg.seed)
-    return build_model(run, mesh, resolve_model_config(run, tokenizer)), tokenizer
+        model, tokenizer = load_trained_model(cfg.run, mesh, base=cfg.run_base)
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        run = RunConfig(model=cfg.model, seed=cfg.seed)
+        model = build_model(run, mesh, resolve_model_config(run, tokenizer))
+    return in_compute_dtype(model), tokenizer
 
 
 def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Question], Mapping[str, Tool]]]:

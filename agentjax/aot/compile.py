@@ -23,7 +23,7 @@ from agentjax.agent.decode import DecodePrograms, StopTables, decode_buckets
 from agentjax.aot.topology import GiB, Slice
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.packing import BATCH_DTYPES
-from agentjax.model.llama import PRESETS, LlamaConfig
+from agentjax.model.llama import PRESETS, Llama, LlamaConfig, in_compute_dtype
 from agentjax.train.build import build_model, trainable_filter
 from agentjax.train.config import ModelSection, RunConfig
 from agentjax.train.program import TrainProgram
@@ -161,13 +161,13 @@ def abstract_on(state: nnx.State, mesh) -> dict:
 # -- evaluation --------------------------------------------------------------------------------------
 
 
-def decode_programs(cfg: EvalConfig, run: RunConfig, model_cfg: LlamaConfig, mesh, notes: list[str]) -> dict[str, tuple]:
-    """Every extend bucket and the decode loop of an evaluation, for the model the run trains (LoRA merged)."""
+def decode_programs(cfg: EvalConfig, model_cfg: LlamaConfig, mesh, notes: list[str]) -> dict[str, tuple]:
+    """Every extend bucket and the decode loop of an evaluation of a model of this config (LoRA merged)."""
     g = cfg.generation
     if g.max_len > model_cfg.max_seq_len:
         notes.append(f"generation.max_len {g.max_len} is beyond the model's max_seq_len {model_cfg.max_seq_len}")
-    # merged adapters leave the base model's structure and dtypes: evaluate() decodes that
-    model = build_model(dataclasses.replace(run, lora=None), mesh, model_cfg, shapes_only=True)
+    # merged adapters leave the base model's structure; evaluate() decodes it with weights in the compute dtype
+    model = nnx.eval_shape(lambda: in_compute_dtype(Llama(model_cfg, rngs=nnx.Rngs(0))))
     graphdef, params = nnx.split(model)
     programs = DecodePrograms(graphdef, params, model_cfg, g.batch_size, g.max_len, g.max_new_tokens,
                               ASSUMED_EOS, ASSUMED_PAD, mesh)
@@ -215,6 +215,6 @@ def compile_for_slice(tpu: Slice, devices: list, run: RunConfig | None, evaluati
         host = [d for d in devices if d.process_index == devices[0].process_index]
         mesh = sharding.make_mesh(evaluation.mesh, host)
         report.meshes["eval"] = dict(mesh.shape)
-        report.programs += compile_programs(decode_programs(evaluation, source, model_cfg, mesh, report.assumptions),
+        report.programs += compile_programs(decode_programs(evaluation, model_cfg, mesh, report.assumptions),
                                             mesh)
     return report

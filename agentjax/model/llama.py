@@ -383,3 +383,20 @@ class Llama(nnx.Module):
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
         (x, cache), _ = jax.lax.scan(body, (x, cache), (params, jnp.arange(self.config.n_layers), keys))
         return x, cache
+
+
+def in_compute_dtype(model: Llama) -> Llama:
+    """The model with its floating-point weights stored in the compute dtype (`dtype`), for inference.
+
+    Every layer casts its weights to `dtype` before using them, so the outputs are the same bit for bit; but a
+    decode loop over float32 masters holds a cast copy of all of them beside the masters (XLA hoists the
+    loop-invariant cast), and these weights take half the memory to begin with.
+    """
+    dtype = jnp.dtype(model.config.dtype)
+    if jnp.dtype(model.config.param_dtype) == dtype:
+        return model
+    graphdef, state = nnx.split(model)
+    state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    model = nnx.merge(graphdef, state)
+    model.config = model.config.replace(param_dtype=model.config.dtype)
+    return model
