@@ -124,7 +124,9 @@ def table(rows: list[tuple[Job, dict]]) -> str:
             continue
         mesh = "; ".join(f"{part} " + "x".join(str(v) for v in m.values()) for part, m in report["meshes"].items())
         for p in report["programs"]:
-            lines.append(f"| {job.label} | {job.slice} | {mesh} | {p['name']} | {p['peak_bytes'] / 2**30:.2f} | "
+            peak = f"{p['peak_bytes'] / 2**30:.2f}" if not p["refused"] else \
+                f"refused by the compiler: temporaries alone {p['temp_bytes'] / 2**30:.2f}"
+            lines.append(f"| {job.label} | {job.slice} | {mesh} | {p['name']} | {peak} | "
                          f"{report['usable_bytes'] / 2**30:.2f} | {'yes' if p['fits'] else '**no**'} | "
                          f"{p['seconds']:.0f} |")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ compiler's per-device memory (arguments + outputs - donated + temporaries) again
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,8 @@ ASSUMED_EOS, ASSUMED_PAD = 2, 0
 
 @dataclass(frozen=True)
 class ProgramReport:
-    """One compiled program: compile time and the compiler's memory analysis, per device."""
+    """One compiled program: compile time and the compiler's memory analysis, per device; or, for a program the
+    compiler refused for lack of HBM, its message (`refused`) with the temporaries it said it needed."""
 
     name: str
     seconds: float
@@ -46,10 +48,15 @@ class ProgramReport:
     output_bytes: int
     alias_bytes: int  # outputs written into donated arguments
     temp_bytes: int
+    refused: str | None = None
 
     @property
     def peak_bytes(self) -> int:
         return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+
+# The TPU compiler's refusal: "... the total memory required for HLO temporaries (16.12G) exceeds available ..."
+_OUT_OF_HBM = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?\((\d+(?:\.\d+)?)([KMG])\)")
 
 
 @dataclass
@@ -66,9 +73,12 @@ class CompileReport:
     def usable_bytes(self) -> int:
         return int(self.tpu.usable_hbm_gib * GiB)
 
+    def program_fits(self, p: ProgramReport) -> bool:
+        return p.refused is None and p.peak_bytes <= self.usable_bytes
+
     @property
     def fits(self) -> bool:
-        return all(p.peak_bytes <= self.usable_bytes for p in self.programs)
+        return all(self.program_fits(p) for p in self.programs)
 
     def to_dict(self) -> dict:
         """The report as plain data (for JSON): bytes per device, seconds, and whether each program fits."""
@@ -76,7 +86,7 @@ class CompileReport:
                     usable_bytes=self.usable_bytes, fits=self.fits, meshes=self.meshes,
                     assumptions=list(dict.fromkeys(self.assumptions)),
                     programs=[dict(dataclasses.asdict(p), peak_bytes=p.peak_bytes,
-                                   fits=p.peak_bytes <= self.usable_bytes) for p in self.programs])
+                                   fits=self.program_fits(p)) for p in self.programs])
 
     def format(self) -> str:
         slices = f" x {self.num_slices} slices" if self.num_slices > 1 else ""
@@ -87,9 +97,12 @@ class CompileReport:
         lines += [f"assumed: {a}" for a in dict.fromkeys(self.assumptions)]
         lines.append(f"{'program':<16}{'peak GiB':>10}{'args':>8}{'temp':>8}{'compile s':>11}  fits")
         for p in self.programs:
+            if p.refused:
+                lines.append(f"{p.name:<16}{'> usable':>10}{'':>8}{p.temp_bytes / GiB:>8.2f}{p.seconds:>11.1f}  NO: "
+                             "the compiler refused it (temp: what it said the temporaries alone need)")
+                continue
             lines.append(f"{p.name:<16}{p.peak_bytes / GiB:>10.2f}{p.argument_bytes / GiB:>8.2f}"
-                         f"{p.temp_bytes / GiB:>8.2f}{p.seconds:>11.1f}  "
-                         f"{'yes' if p.peak_bytes <= self.usable_bytes else 'NO'}")
+                         f"{p.temp_bytes / GiB:>8.2f}{p.seconds:>11.1f}  {'yes' if self.program_fits(p) else 'NO'}")
         return "\n".join(lines)
 
 
@@ -99,7 +112,16 @@ def compile_programs(programs: dict[str, tuple], mesh) -> list[ProgramReport]:
     for name, (fn, args) in programs.items():
         t0 = time.perf_counter()
         with sharding.activate(mesh):
-            compiled = fn.lower(*args).compile()
+            lowered = fn.lower(*args)
+            try:
+                compiled = lowered.compile()
+            except jax.errors.JaxRuntimeError as e:
+                if not (found := _OUT_OF_HBM.search(str(e))):
+                    raise
+                needed = float(found.group(1)) * {"K": 2**10, "M": 2**20, "G": 2**30}[found.group(2)]
+                reports.append(ProgramReport(name, time.perf_counter() - t0, 0, 0, 0, int(needed),
+                                             refused=str(e).splitlines()[0][:300]))
+                continue
         m = compiled.memory_analysis()
         reports.append(ProgramReport(name, time.perf_counter() - t0, m.argument_size_in_bytes,
                                      m.output_size_in_bytes, m.alias_size_in_bytes, m.temp_size_in_bytes))
