@@ -110,6 +110,9 @@ def compile_job(job: Job) -> dict:
     return json.loads(target.read_text())
 
 
+NOT_COMPILED = {"error": ["not compiled yet (run this script)"]}
+
+
 def table(rows: list[tuple[Job, dict]]) -> str:
     lines = ["| recipe | slice | mesh | program | peak GiB a device | usable | fits | compile s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -120,11 +123,12 @@ def table(rows: list[tuple[Job, dict]]) -> str:
             lines.append(f"| {job.label} | {job.slice} | | same shapes as {same} | | | | |")
             continue
         if "error" in report:
-            lines.append(f"| {job.label} | {job.slice} | | did not compile: {' '.join(report['error'])} | | | | |")
+            said = " ".join(report["error"]) if report is NOT_COMPILED else f"did not compile: {' '.join(report['error'])}"
+            lines.append(f"| {job.label} | {job.slice} | | {said} | | | | |")
             continue
         mesh = "; ".join(f"{part} " + "x".join(str(v) for v in m.values()) for part, m in report["meshes"].items())
         for p in report["programs"]:
-            peak = f"{p['peak_bytes'] / 2**30:.2f}" if not p["refused"] else \
+            peak = f"{p['peak_bytes'] / 2**30:.2f}" if not p.get("refused") else \
                 f"refused by the compiler: temporaries alone {p['temp_bytes'] / 2**30:.2f}"
             lines.append(f"| {job.label} | {job.slice} | {mesh} | {p['name']} | {peak} | "
                          f"{report['usable_bytes'] / 2**30:.2f} | {'yes' if p['fits'] else '**no**'} | "
@@ -147,11 +151,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="labels to compile (default: every job)")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs() if not args.only or j.label in args.only]
+    every = jobs()
+    todo = [j for j in every if not args.only or j.label in args.only]
     unique = list({j.key: j for j in reversed(todo)}.values())[::-1]
     with cf.ThreadPoolExecutor(args.workers) as pool:
         reports = dict(zip((j.key for j in unique), pool.map(compile_job, unique)))
-    rows = [(j, reports[j.key]) for j in todo]
+    for j in every:  # the rest of the table from earlier runs' results, where there are any
+        if j.key not in reports and (CACHE / f"{j.key}.json").exists():
+            reports[j.key] = json.loads((CACHE / f"{j.key}.json").read_text())
+    rows = [(j, reports.get(j.key, NOT_COMPILED)) for j in every]
     text = table(rows)
     print(text)
     with atomic_write(RESULT) as f:
