@@ -149,10 +149,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="compiles at a time (each ~2 GiB of RAM)")
     parser.add_argument("--only", nargs="*", help="labels to compile (default: every job)")
+    parser.add_argument("--no-compile", action="store_true", help="only collect the cached results into the table")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     every = jobs()
-    todo = [j for j in every if not args.only or j.label in args.only]
+    todo = [] if args.no_compile else [j for j in every if not args.only or j.label in args.only]
     unique = list({j.key: j for j in reversed(todo)}.values())[::-1]
     with cf.ThreadPoolExecutor(args.workers) as pool:
         reports = dict(zip((j.key for j in unique), pool.map(compile_job, unique)))
