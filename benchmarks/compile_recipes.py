@@ -164,7 +164,7 @@ def main() -> None:
     text = table(rows)
     print(text)
     with atomic_write(RESULT) as f:
-        f.write(json.dumps([dict(label=j.label, slice=j.slice, args=j.args, **r) for j, r in rows], indent=2) + "\n")
+        f.write(json.dumps([dict(r, label=j.label, slice=j.slice, args=j.args) for j, r in rows], indent=2) + "\n")
     write_readme(text)
 
 
