@@ -61,7 +61,7 @@ def test_notebook_commands_name_real_configs_and_subcommands():
 
 def test_tpu_notebook_settings_on_one_chip_are_the_ones_compiled_for_v5e_1():
     """The TPU notebook's train overrides (computed for a 1-device runtime) and eval batch are the settings
-    benchmarks/compile_recipes.py compiles for a v5e-1 chip (its table in configs/README.md says they fit)."""
+    benchmarks/compile_recipes.py compiles for a v5e-1 chip (its table in configs/README.md says whether they fit)."""
     sys.path.insert(0, str(COLAB.parent / "benchmarks"))
     from compile_recipes import COLAB_DECODE, COLAB_TRAIN  # a script, importable once benchmarks/ is on the path
 
