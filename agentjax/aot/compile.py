@@ -33,8 +33,8 @@ from agentjax.train.validate import check_layout
 # Stop-string tables enter the decode loop as arguments; without the tokenizer their sizes are assumed (a few
 # KiB whatever they are: they do not move the peak). Llama-2's sentencepiece pieces are at most 16 bytes.
 ASSUMED_TOKEN_BYTES, ASSUMED_STOPS = 16, (4, 32)
-# Token ids are constants of the loop; their values do not change what is compiled or its memory.
-ASSUMED_EOS, ASSUMED_PAD = 2, 0
+# End-of-turn and pad ids are constants of the loop; their values do not change what is compiled or its memory.
+ASSUMED_END_IDS, ASSUMED_PAD = (2,), 0
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def decode_programs(cfg: EvalConfig, model_cfg: LlamaConfig, mesh, notes: list[s
     model = nnx.eval_shape(lambda: in_compute_dtype(Llama(model_cfg, rngs=nnx.Rngs(0))))
     graphdef, params = nnx.split(model)
     programs = DecodePrograms(graphdef, params, model_cfg, g.batch_size, g.max_len, g.max_new_tokens,
-                              ASSUMED_EOS, ASSUMED_PAD, mesh)
+                              np.array(ASSUMED_END_IDS, np.int32), ASSUMED_PAD, mesh)
     notes.append(f"stop tables of {ASSUMED_TOKEN_BYTES} bytes a token and {ASSUMED_STOPS[0]} stop strings of "
                  f"{ASSUMED_STOPS[1]} bytes (KiB either way)")
     v = model_cfg.vocab_size
