@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from agentjax.agent.decode import DEFAULT_BUCKETS
 from agentjax.agent.registry import task_options
 from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.config import ConditioningConfig
@@ -27,7 +28,7 @@ class GenerationConfig(ConfigSection):
     temperature: float = 0.0  # 0: greedy (NAT samples at 0.2)
     top_k: int = 0
     top_p: float = 1.0
-    buckets: tuple[int, ...] = (16, 64, 256)  # extend lengths compiled; longer inputs go in chunks
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS  # extend lengths compiled; longer inputs go in chunks
 
 
 @dataclass(frozen=True)

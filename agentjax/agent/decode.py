@@ -26,6 +26,7 @@ from agentjax.model.llama import CACHE_AXES, KVCache, Llama
 # Why a row stopped.
 RUNNING, EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL = 0, 1, 2, 3, 4
 STOP_REASONS = {EOS: "eos", STOP_STRING: "stop_string", MAX_TOKENS: "max_tokens", CONTEXT_FULL: "context_full"}
+DEFAULT_BUCKETS = (16, 64, 256)  # extend widths compiled; longer inputs go in chunks of the largest
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class Decoder:
     """
 
     def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
-                 max_new_tokens: int, buckets: tuple[int, ...] = (16, 64, 256), mesh=None, end_ids: tuple[int, ...] = ()):
+                 max_new_tokens: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS, mesh=None, end_ids: tuple[int, ...] = ()):
         self.graphdef, self.params = nnx.split(model)
         self.cfg = model.config
         self.batch, self.max_len, self.max_new = batch, max_len, max_new_tokens
