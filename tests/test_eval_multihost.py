@@ -14,7 +14,7 @@ from agentjax.data.templates import template_markers
 from agentjax.data.tokenizer import train_sentencepiece
 from agentjax.world.build import WorldConfig, build_world
 from agentjax.world.task import WorldTask
-from train_support import agentjax_command, free_port, start, subprocess_env
+from train_support import agentjax_command, run_two_processes
 
 SMALL_WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eval_questions_per_kind=6,
                           train_questions_per_kind=6)
@@ -59,14 +59,8 @@ def test_two_processes_play_every_question_once_and_equal_one_process(tmp_path):
     shutil.copy(one / CONFIG_RECORD, two / CONFIG_RECORD)
     lines = (one / TRANSCRIPTS).read_text().splitlines()
     (two / TRANSCRIPTS).write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
-    port = free_port()
     command = agentjax_command("eval", "--config", str(config_file), f"output_dir={two}")
-    logs = [tmp_path / f"process{i}.log" for i in (0, 1)]
-    processes = [start(command, logs[i], subprocess_env(
-        devices=1, AGENTJAX_COORDINATOR=f"127.0.0.1:{port}", AGENTJAX_NUM_PROCESSES="2", AGENTJAX_PROCESS_ID=str(i)))
-        for i in (0, 1)]
-    for process, log in zip(processes, logs):
-        assert process.wait(timeout=600) == 0, log.read_text()
+    run_two_processes(command, tmp_path, devices=1)
 
     records = _lines(two / TRANSCRIPTS)
     ids = [r["id"] for r in records]

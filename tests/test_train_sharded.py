@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from train_support import (abstract_like, agentjax_command, base_config, flat_params, free_port, run_config, start, subprocess_env,
+from train_support import (abstract_like, agentjax_command, base_config, flat_params, run_config, run_two_processes,
                            toy_files, write_config)
 
 from agentjax.train.checkpoint import Checkpoints
@@ -82,14 +82,8 @@ def test_two_processes_on_loopback_equal_one_process(mesh_run, config_file, tmp_
     reading its half of every global batch: the same losses (rtol 1e-5) and final parameters (atol 1e-6)
     as the one-process run on the same 2x2x2 mesh."""
     trainer, losses, _ = mesh_run
-    port = free_port()
     command = agentjax_command("train", "--config", str(config_file), f"output_dir={tmp_path / 'run'}", *MESH_2X2X2)
-    logs = [tmp_path / f"process{i}.log" for i in (0, 1)]
-    processes = [start(command, logs[i], subprocess_env(
-        devices=4, AGENTJAX_COORDINATOR=f"127.0.0.1:{port}", AGENTJAX_NUM_PROCESSES="2", AGENTJAX_PROCESS_ID=str(i)))
-        for i in (0, 1)]
-    for process, log in zip(processes, logs):
-        assert process.wait(timeout=600) == 0, log.read_text()
+    logs = run_two_processes(command, tmp_path, devices=4)
     assert "process 1 of 2, 4 local / 8 global devices" in logs[1].read_text()
     logged = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run")}
     assert list(logged) == list(losses)

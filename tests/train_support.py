@@ -121,6 +121,19 @@ def start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
+def run_two_processes(command: list[str], folder: Path, devices: int) -> list[Path]:
+    """Run `command` as processes 0 and 1 of a 2-process JAX job on 127.0.0.1 (each with `devices` CPU devices);
+    both must exit 0. Returns their logs."""
+    port = free_port()
+    logs = [folder / f"process{i}.log" for i in (0, 1)]
+    processes = [start(command, logs[i], subprocess_env(
+        devices=devices, AGENTJAX_COORDINATOR=f"127.0.0.1:{port}", AGENTJAX_NUM_PROCESSES="2", AGENTJAX_PROCESS_ID=str(i)))
+        for i in (0, 1)]
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=600) == 0, log.read_text()
+    return logs
+
+
 def flat_params(tree) -> dict[str, np.ndarray]:
     """{"a/b/c": array} of a nested dict of arrays, fetched to host."""
     import jax
