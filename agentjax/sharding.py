@@ -145,6 +145,14 @@ def create_sharded(make_module: Callable[[], nnx.Module], mesh: Mesh) -> nnx.Mod
 _ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("agentjax_mesh", default=None)
 
 
+def mesh_of(state) -> Mesh | None:
+    """The mesh a module's or state's arrays are laid out on (None when they carry no named sharding)."""
+    for leaf in jax.tree.leaves(state):
+        if isinstance(getattr(leaf, "sharding", None), NamedSharding):
+            return leaf.sharding.mesh
+    return None
+
+
 @contextlib.contextmanager
 def activate(mesh: Mesh):
     """Within this block, traced model code constrains activations to the mesh via `constrain`."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from agentjax import sharding
 from agentjax.agent.decode import EOS, MAX_TOKENS, STOP_STRING, Decoder, Sampling, append_and_match, stop_tables
 from agentjax.agent.loop import cut_at_stop
 from agentjax.model import Llama, preset
@@ -176,3 +177,16 @@ def test_warm_up_compiles_every_program_a_loop_calls(tok, model):
             out = decoder.decode(cache, logits, np.array([40, 3]), np.ones(2, bool), [Sampling()] * 2, key)
             cache, key = out.cache, out.key
     assert compiles.count == 0
+
+
+def test_a_model_sharded_over_every_device_decodes_on_its_own_mesh(tok, model):
+    """A model whose parameters are fsdp-sharded over all 8 devices (as load_trained_model places them) decodes with
+    the default mesh, which is the parameters' own, and greedily gives the single-device model's tokens."""
+    mesh = sharding.make_mesh()
+    assert mesh.devices.size == 8
+    sharded = sharding.create_sharded(lambda: Llama(preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(3)), mesh)
+    decoder = Decoder(sharded, tok, (), batch=2, max_len=128, max_new_tokens=40, buckets=(16,))
+    assert decoder.mesh == mesh
+    cache, logits, n = _prompt(tok, decoder)
+    out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(out.tokens), _generate(tok, model, (), [Sampling()] * 2)[0])

@@ -220,7 +220,8 @@ class DecodePrograms:
 class Decoder:
     """Compiled extend and decode for one model, batch size, cache length and token budget.
 
-    The programs compiled are: one extend per length bucket in use, and one decode loop.
+    The programs compiled are: one extend per length bucket in use, and one decode loop. They run on `mesh`,
+    by default the mesh the model's parameters are laid out on (one device when they carry none).
     """
 
     def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
@@ -232,7 +233,7 @@ class Decoder:
         self.end_ids = np.array(sorted({tokenizer.eos_id, *end_ids}), np.int32)  # EOS and a template's end of turn
         self.buckets = decode_buckets(buckets, max_len)
         self.tables = stop_tables(tokenizer, self.cfg.vocab_size, stop_strings)
-        self.mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
+        self.mesh = mesh or sharding.mesh_of(self.params) or sharding.make_mesh(devices=jax.devices()[:1])
         self.programs = DecodePrograms(self.graphdef, self.params, self.cfg, batch, max_len, max_new_tokens,
                                        self.end_ids, self.pad_id, self.mesh)
 
