@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from agentjax import sharding
 from agentjax.data.tokenizer import Tokenizer
-from agentjax.model.llama import CACHE_AXES, KVCache, Llama
+from agentjax.model.llama import CACHE_AXES, KVCache, Llama, unstack_layers
 
 # Why a row stopped.
 RUNNING, EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL = 0, 1, 2, 3, 4
@@ -220,20 +220,22 @@ class DecodePrograms:
 class Decoder:
     """Compiled extend and decode for one model, batch size, cache length and token budget.
 
-    The programs compiled are: one extend per length bucket in use, and one decode loop. They run on `mesh`,
+    The programs compiled are: one extend per length bucket in use, and one decode loop, over the model's blocks
+    unstacked (see unstack_layers). They run on `mesh`,
     by default the mesh the model's parameters are laid out on (one device when they carry none).
     """
 
     def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
                  max_new_tokens: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS, mesh=None, end_ids: tuple[int, ...] = ()):
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef, params = nnx.split(unstack_layers(model))
         self.cfg = model.config
         self.batch, self.max_len, self.max_new = batch, max_len, max_new_tokens
         self.pad_id = tokenizer.pad_id
         self.end_ids = np.array(sorted({tokenizer.eos_id, *end_ids}), np.int32)  # EOS and a template's end of turn
         self.buckets = decode_buckets(buckets, max_len)
         self.tables = stop_tables(tokenizer, self.cfg.vocab_size, stop_strings)
-        self.mesh = mesh or sharding.mesh_of(self.params) or sharding.make_mesh(devices=jax.devices()[:1])
+        self.mesh = mesh or sharding.mesh_of(params) or sharding.make_mesh(devices=jax.devices()[:1])
+        self.params = jax.device_put(params, sharding.state_shardings(params, self.mesh))  # as the programs expect
         self.programs = DecodePrograms(self.graphdef, self.params, self.cfg, batch, max_len, max_new_tokens,
                                        self.end_ids, self.pad_id, self.mesh)
 

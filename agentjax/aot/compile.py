@@ -24,7 +24,7 @@ from agentjax.agent.decode import DecodePrograms, StopTables, decode_buckets
 from agentjax.aot.topology import GiB, Slice
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.packing import BATCH_DTYPES
-from agentjax.model.llama import PRESETS, Llama, LlamaConfig, in_compute_dtype
+from agentjax.model.llama import PRESETS, Llama, LlamaConfig, in_compute_dtype, unstack_layers
 from agentjax.train.build import build_model, trainable_filter
 from agentjax.train.config import ModelSection, RunConfig
 from agentjax.train.program import TrainProgram
@@ -189,7 +189,7 @@ def decode_programs(cfg: EvalConfig, model_cfg: LlamaConfig, mesh, notes: list[s
     if g.max_len > model_cfg.max_seq_len:
         notes.append(f"generation.max_len {g.max_len} is beyond the model's max_seq_len {model_cfg.max_seq_len}")
     # merged adapters leave the base model's structure; evaluate() decodes it with weights in the compute dtype
-    model = nnx.eval_shape(lambda: in_compute_dtype(Llama(model_cfg, rngs=nnx.Rngs(0))))
+    model = nnx.eval_shape(lambda: unstack_layers(in_compute_dtype(Llama(model_cfg, rngs=nnx.Rngs(0)))))
     graphdef, params = nnx.split(model)
     programs = DecodePrograms(graphdef, params, model_cfg, g.batch_size, g.max_len, g.max_new_tokens,
                               np.array(ASSUMED_END_IDS, np.int32), ASSUMED_PAD, mesh)

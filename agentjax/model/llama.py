@@ -367,9 +367,16 @@ class Llama(nnx.Module):
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
     def _run_layers(self, x, positions, segment_ids, cache: KVCache | None = None, write_slots=None, dropout_key=None):
-        """Scan the stacked blocks over x (and the cache); the layer body is compiled once whatever the depth."""
-        graphdef, params = nnx.split(self.layers)
+        """Scan the stacked blocks over x (and the cache); the layer body is compiled once whatever the depth.
+        Blocks held one by one (`unstack_layers`) run as straight-line code instead."""
         inv_freq = rope_frequencies(self.config)
+        if isinstance(self.layers, nnx.List):
+            for index, block in enumerate(self.layers):
+                view = None if cache is None else CacheView(cache, index, write_slots)
+                x, view = block(x, positions, segment_ids, inv_freq, view)
+                cache = None if view is None else view.kv
+            return x, cache
+        graphdef, params = nnx.split(self.layers)
         keys = None if dropout_key is None else jax.random.split(dropout_key, self.config.n_layers)
 
         def body(carry, layer):
@@ -383,6 +390,26 @@ class Llama(nnx.Module):
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
         (x, cache), _ = jax.lax.scan(body, (x, cache), (params, jnp.arange(self.config.n_layers), keys))
         return x, cache
+
+
+def unstack_layers(model: Llama) -> Llama:
+    """The model with its blocks held one by one (nnx.List) rather than stacked, for inference.
+
+    A scan over stacked weights copies each layer's slice out of the stack on every call (XLA:CPU
+    materialises the dynamic slice): in a decode step that copy of all the weights costs more than the
+    matmuls. Unstacked, every block reads its own arrays. The program grows with the depth instead.
+    """
+    if isinstance(model.layers, nnx.List):
+        return model
+    graphdef, stacked = nnx.split(model.layers)
+
+    def layer(i):
+        return jax.tree.map(lambda v: v.replace(v[...][i], axes=v.get_metadata()["axes"][1:]), stacked,
+                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+    unstacked = nnx.merge(nnx.graphdef(model), nnx.state(model))
+    unstacked.layers = nnx.List([nnx.merge(graphdef, layer(i)) for i in range(model.config.n_layers)])
+    return unstacked
 
 
 def in_compute_dtype(model: Llama) -> Llama:
