@@ -190,3 +190,32 @@ def test_a_model_sharded_over_every_device_decodes_on_its_own_mesh(tok, model):
     cache, logits, n = _prompt(tok, decoder)
     out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(out.tokens), _generate(tok, model, (), [Sampling()] * 2)[0])
+
+
+def test_extending_a_few_rows_runs_only_them_and_matches_the_full_forward(tok, model):
+    """Rows with input are gathered into a small program (a new episode's prompt does not pay for the batch); a
+    long input beside a short one goes in chunks of the short one's width. Each row's logits equal the model's
+    forward over that row's whole sequence; rows given nothing keep their logits and cache bit for bit."""
+    decoder = Decoder(model, tok, (), batch=8, max_len=256, max_new_tokens=8, buckets=(16, 64))
+    assert decoder.programs.row_buckets == (1, 8)
+    rng = np.random.RandomState(0)
+    seqs = [list(rng.randint(3, tok.vocab_size, 5 + 3 * r)) for r in range(8)]
+    cache, logits = decoder.extend(*decoder.new_state(), seqs, [0] * 8)
+    before_k, before_logits = np.asarray(cache.k), np.asarray(logits)
+
+    extra = {5: list(rng.randint(3, tok.vocab_size, 100))}  # one row: the gathered one-row program
+    assert decoder.programs.extend_rows[1]._cache_size() == 0
+    cache, logits = decoder.extend(cache, logits, [extra.get(r, []) for r in range(8)], [len(s) for s in seqs])
+    assert decoder.programs.extend_rows[1]._cache_size() > 0
+    untouched = [r for r in range(8) if r not in extra]
+    np.testing.assert_array_equal(np.asarray(logits)[untouched], before_logits[untouched])
+    np.testing.assert_array_equal(np.asarray(cache.k)[:, untouched], before_k[:, untouched])
+    seqs[5] = seqs[5] + extra[5]
+    more = {2: list(rng.randint(3, tok.vocab_size, 3)), 6: list(rng.randint(3, tok.vocab_size, 40)),
+            5: list(rng.randint(3, tok.vocab_size, 2))}  # 16 wide; row 5 reads what the one-row program wrote
+    cache, logits = decoder.extend(cache, logits, [more.get(r, []) for r in range(8)], [len(s) for s in seqs])
+    for r, tokens in more.items():
+        seqs[r] = seqs[r] + tokens
+    for r in range(8):
+        expected = np.asarray(model(jnp.array([seqs[r]])))[0, -1]
+        np.testing.assert_allclose(np.asarray(logits)[r], expected, rtol=2e-4, atol=2e-4)

@@ -118,7 +118,9 @@ class Generated(NamedTuple):
 class DecodePrograms:
     """The jitted programs of one model shape, batch, cache length and reply budget, with explicit shardings.
 
-    `new_state(params)`, `extend(params, cache, logits, tokens, positions, segments)` and
+    `new_state(params)`, `extend(params, cache, logits, tokens, positions, segments)` (all rows),
+    `extend_rows[n](params, cache, logits, rows, tokens, positions, segments)` (n of the rows, gathered: a prompt
+    for one new episode costs what one row costs, not the batch) and
     `decode(params, tables, cache, logits, lengths, active, temperature, top_k, top_p, key_data, max_new)` are
     what a Decoder runs; `abstract_inputs` gives their arguments as shapes, so they can be compiled ahead of time
     for a slice (agentjax.aot) from an abstract model. The cache is sharded by CACHE_AXES, rows over the batch axes.
@@ -139,6 +141,13 @@ class DecodePrograms:
         self.new_state = jax.jit(self._new_state_impl, in_shardings=(self.params_shardings,), out_shardings=state_out)
         self.extend = jax.jit(self._extend_impl, in_shardings=(self.params_shardings, *state_out, rows2, rows2, rows2),
                               out_shardings=state_out, donate_argnums=(1,))
+        self.row_buckets = extend_row_buckets(batch)
+        self.extend_rows = {}
+        for n in self.row_buckets[:-1]:
+            some = sharding.named_sharding(("act_batch", "length"), (n, 1), mesh)
+            self.extend_rows[n] = jax.jit(
+                self._extend_rows_impl, in_shardings=(self.params_shardings, *state_out, replicated, some, some, some),
+                out_shardings=state_out, donate_argnums=(1,))
         self.decode = jax.jit(
             self._decode_impl, donate_argnums=(2,),
             in_shardings=(self.params_shardings, replicated, *state_out, rows, rows, rows, rows, rows, replicated,
@@ -162,6 +171,10 @@ class DecodePrograms:
         for width in buckets:
             tokens = jax.ShapeDtypeStruct((b, width), i32)
             programs[f"extend {width}"] = (self.extend, (params, cache, logits, tokens, tokens, tokens))
+            for n, program in self.extend_rows.items():
+                tokens = jax.ShapeDtypeStruct((n, width), i32)
+                programs[f"extend {n} rows {width}"] = (program, (params, cache, logits, jax.ShapeDtypeStruct((n,), i32),
+                                                                  tokens, tokens, tokens))
         rows = [jax.ShapeDtypeStruct((b,), t) for t in (i32, bool, jnp.float32, i32, jnp.float32)]
         key_data = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
         programs["decode loop"] = (self.decode, (params, tables, cache, logits, *rows, key_data,
@@ -178,6 +191,14 @@ class DecodePrograms:
         n = segments.sum(axis=1)
         last = jnp.take_along_axis(features, jnp.maximum(n - 1, 0)[:, None, None], axis=1)  # only its logits are needed
         return cache, jnp.where((n > 0)[:, None], model.logits(last)[:, 0], logits)
+
+    def _extend_rows_impl(self, params, cache, logits, rows, tokens, positions, segments):
+        """`extend` of the cache rows `rows` only (an index >= batch is padding): gather them, extend, put back."""
+        gathered = KVCache(*(jnp.take(c, rows, axis=1, mode="clip") for c in cache))
+        gathered, new = self._extend_impl(params, gathered, jnp.take(logits, rows, axis=0, mode="clip"), tokens,
+                                          positions, segments)
+        cache = KVCache(*(c.at[:, rows].set(g, mode="drop") for c, g in zip(cache, gathered)))
+        return cache, logits.at[rows].set(new, mode="drop")
 
     def _decode_impl(self, params, tables, cache, logits, lengths, active, temperature, top_k, top_p, key_data,
                      max_new):
@@ -251,9 +272,9 @@ class Decoder:
         """
         idle = np.zeros((self.batch, 1), np.int32)
         for width in self.buckets:
-            zeros = np.zeros((self.batch, width), np.int32)
-            with sharding.activate(self.mesh):
-                cache, logits = self.programs.extend(self.params, cache, logits, zeros, zeros, zeros)
+            for n in self.programs.row_buckets:
+                zeros = np.zeros((n, width), np.int32)
+                cache, logits = self._extend_chunk(cache, logits, np.zeros(n, np.int32), zeros, zeros, zeros)
         out = self.decode(cache, logits, idle[:, 0], np.zeros(self.batch, bool), [Sampling()] * self.batch,
                           jax.random.key(0))
         return out.cache, logits
@@ -267,24 +288,37 @@ class Decoder:
         """
         pending = [list(t) for t in new_tokens]
         offsets = list(starts)
+        for r, toks in enumerate(pending):
+            if offsets[r] + len(toks) > self.max_len:
+                raise ValueError(f"row {r}: {offsets[r] + len(toks)} tokens exceed the cache of {self.max_len}")
         while any(pending):
-            longest = max(map(len, pending))
-            width = next((b for b in self.buckets if b >= longest), self.buckets[-1])
-            tokens = np.full((self.batch, width), self.pad_id, np.int32)
-            positions = np.zeros((self.batch, width), np.int32)
-            segments = np.zeros((self.batch, width), np.int32)
-            for r, toks in enumerate(pending):
-                chunk = toks[:width]
-                if offsets[r] + len(chunk) > self.max_len:
-                    raise ValueError(f"row {r}: {offsets[r] + len(chunk)} tokens exceed the cache of {self.max_len}")
-                tokens[r, : len(chunk)] = chunk
-                positions[r, : len(chunk)] = np.arange(offsets[r], offsets[r] + len(chunk))
-                segments[r, : len(chunk)] = 1
-                pending[r] = toks[width:]
-                offsets[r] += len(chunk)
-            with sharding.activate(self.mesh):
-                cache, logits = self.programs.extend(self.params, cache, logits, tokens, positions, segments)
+            live = [r for r, toks in enumerate(pending) if toks]
+            # The width fits the shortest input (an observation), so a long prompt beside it goes in chunks
+            # instead of padding every short row to the prompt's bucket; only the rows with input are run.
+            shortest = min(len(pending[r]) for r in live)
+            width = next((b for b in self.buckets if b >= shortest), self.buckets[-1])
+            n = next(b for b in self.programs.row_buckets if b >= len(live))
+            rows = np.array(live + [self.batch] * (n - len(live)) if n < self.batch else range(self.batch), np.int32)
+            tokens = np.full((n, width), self.pad_id, np.int32)
+            positions = np.zeros((n, width), np.int32)
+            segments = np.zeros((n, width), np.int32)
+            for i, r in enumerate(rows):
+                chunk = pending[r][:width] if r < self.batch else []
+                tokens[i, : len(chunk)] = chunk
+                positions[i, : len(chunk)] = np.arange(offsets[r], offsets[r] + len(chunk)) if chunk else 0
+                segments[i, : len(chunk)] = 1
+                if chunk:
+                    pending[r] = pending[r][width:]
+                    offsets[r] += len(chunk)
+            cache, logits = self._extend_chunk(cache, logits, rows, tokens, positions, segments)
         return cache, logits
+
+    def _extend_chunk(self, cache, logits, rows, tokens, positions, segments):
+        """One extend program call: all rows, or the gathered `rows` (padded with out-of-range indices)."""
+        with sharding.activate(self.mesh):
+            if len(rows) == self.batch:
+                return self.programs.extend(self.params, cache, logits, tokens, positions, segments)
+            return self.programs.extend_rows[len(rows)](self.params, cache, logits, rows, tokens, positions, segments)
 
     # -- decode ---------------------------------------------------------------------------------
 
@@ -301,6 +335,11 @@ class Decoder:
             return self.programs.decode(self.params, self.tables, cache, logits, np.asarray(lengths, np.int32),
                                         np.asarray(active, bool), temperature, top_k, top_p, key_data,
                                         np.int32(max_new or self.max_new))
+
+
+def extend_row_buckets(batch: int) -> tuple[int, ...]:
+    """Row counts the extends are compiled for: a few rows (new episodes' prompts, refilled one by one) and all."""
+    return tuple(sorted({max(1, batch // 8), batch}))
 
 
 def decode_buckets(buckets: tuple[int, ...], max_len: int) -> tuple[int, ...]:
