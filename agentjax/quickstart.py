@@ -86,7 +86,7 @@ class QuickstartConfig(ConfigSection):
 
 
 # The reduced run CI does: fewer steps and fewer held-out questions.
-FAST = dict(steps=4, eval_questions=10, before_questions=5, world={"eval_questions_per_kind": 2})
+FAST = dict(steps=10, eval_questions=10, before_questions=5, world={"eval_questions_per_kind": 2})
 # `--from-scratch`: a ~4M-parameter Llama, randomly initialised, learns the ReAct format from nothing.
 FROM_SCRATCH = dict(from_scratch=True, template="react", lora=None, seq_len=384, steps=300,
                     global_batch=8, learning_rate=3e-3, warmup_steps=30, before_questions=100, eval_batch=16,
