@@ -241,9 +241,9 @@ class DecodePrograms:
 class Decoder:
     """Compiled extend and decode for one model, batch size, cache length and token budget.
 
-    The programs compiled are: one extend per length bucket in use, and one decode loop, over the model's blocks
-    unstacked (see unstack_layers). They run on `mesh`,
-    by default the mesh the model's parameters are laid out on (one device when they carry none).
+    The programs compiled are: an extend per length bucket and row bucket, and one decode loop, all over the
+    model's blocks unstacked (see unstack_layers). They run on `mesh`, by default the mesh the model's parameters
+    are laid out on (one device when they carry none).
     """
 
     def __init__(self, model: Llama, tokenizer: Tokenizer, stop_strings: tuple[str, ...], batch: int, max_len: int,
