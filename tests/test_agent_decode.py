@@ -116,6 +116,29 @@ def test_decoder_stops_on_a_stop_string_spanning_several_tokens(tok, model):
     np.testing.assert_array_equal(tokens2[0, : count2[0]], tokens[0, : count2[0]])  # same text up to the stop
 
 
+def test_a_reply_continued_by_a_second_decode_is_the_reply_of_one(tok, model):
+    """A decode that returns early (row 0 ends at its budget, `min_stopped`=1) leaves row 1 mid-reply; resumed with
+    the returned cache, logits and text window it generates the one-call reply token for token, and a stop string
+    that began before the break still ends it at the same token."""
+    tokens, count, _ = _generate(tok, model, (), [Sampling()] * 2)
+    pieces = [tok.token_bytes(t) for t in tokens[1, : count[1]]]
+    i = next(i for i in range(2, len(pieces) - 2) if pieces[i] and pieces[i + 1] and pieces[i + 2]
+             and _valid_text(pieces[i] + pieces[i + 1] + pieces[i + 2]))
+    stop = _valid_text(pieces[i] + pieces[i + 1] + pieces[i + 2])
+    assert stop not in b"".join(pieces[: i + 2]).decode("utf-8", "replace")
+    one, n1, reason1 = _generate(tok, model, (stop,), [Sampling()] * 2)
+    decoder = _decoder(tok, model, (stop,))
+    cache, logits, n = _prompt(tok, decoder)
+    first = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0),
+                           np.array([i + 2, 40]), min_stopped=1)  # returns with the stop string begun, not ended
+    assert list(first.count) == [i + 2, i + 2] and list(first.reason) == [MAX_TOKENS, 0]
+    rest = decoder.decode(first.cache, first.logits, np.array([0, n + i + 2]), np.array([False, True]),
+                          [Sampling()] * 2, first.key, 40 - (i + 2), window=first.window, resume=np.array([False, True]))
+    joined = np.concatenate([np.asarray(first.tokens)[1, : i + 2], np.asarray(rest.tokens)[1, : rest.count[1]]])
+    assert rest.reason[1] == reason1[1] == STOP_STRING
+    np.testing.assert_array_equal(joined, one[1, : n1[1]])
+
+
 def _valid_text(raw: bytes) -> str | None:
     try:
         return raw.decode("utf-8")
@@ -193,13 +216,14 @@ def test_a_model_sharded_over_every_device_decodes_on_its_own_mesh(tok, model):
 
 
 def test_extending_a_few_rows_runs_only_them_and_matches_the_full_forward(tok, model):
-    """Rows with input are gathered into a small program (a new episode's prompt does not pay for the batch); a
-    long input beside a short one goes in chunks of the short one's width. Each row's logits equal the model's
-    forward over that row's whole sequence; rows given nothing keep their logits and cache bit for bit."""
+    """Rows with input are gathered into a small program (a new episode's prompt does not pay for the batch; up
+    to half the batch runs in its groups); a long input beside a short one goes in chunks of the short one's
+    width. Each row's logits equal the model's forward over that row's whole sequence; rows given nothing keep
+    their logits and cache bit for bit."""
     decoder = Decoder(model, tok, (), batch=8, max_len=256, max_new_tokens=8, buckets=(16, 64))
     assert decoder.programs.row_buckets == (1, 8)
     rng = np.random.RandomState(0)
-    seqs = [list(rng.randint(3, tok.vocab_size, 5 + 3 * r)) for r in range(8)]
+    seqs = [list(rng.randint(3, tok.vocab_size, 5 + r)) for r in range(8)]  # one 16-wide pass of all rows
     cache, logits = decoder.extend(*decoder.new_state(), seqs, [0] * 8)
     before_k, before_logits = np.asarray(cache.k), np.asarray(logits)
 
@@ -211,8 +235,8 @@ def test_extending_a_few_rows_runs_only_them_and_matches_the_full_forward(tok, m
     np.testing.assert_array_equal(np.asarray(logits)[untouched], before_logits[untouched])
     np.testing.assert_array_equal(np.asarray(cache.k)[:, untouched], before_k[:, untouched])
     seqs[5] = seqs[5] + extra[5]
-    more = {2: list(rng.randint(3, tok.vocab_size, 3)), 6: list(rng.randint(3, tok.vocab_size, 40)),
-            5: list(rng.randint(3, tok.vocab_size, 2))}  # 16 wide; row 5 reads what the one-row program wrote
+    more = {r: list(rng.randint(3, tok.vocab_size, n)) for r, n in ((0, 4), (1, 1), (2, 3), (6, 40), (5, 2))}
+    # five rows: the whole batch, 16 wide, row 6 in chunks; row 5 reads what the one-row program wrote
     cache, logits = decoder.extend(cache, logits, [more.get(r, []) for r in range(8)], [len(s) for s in seqs])
     for r, tokens in more.items():
         seqs[r] = seqs[r] + tokens

@@ -66,7 +66,7 @@ class RePrefillLoop(AgentLoop):
 
     def _sync_caches(self, rows, cache, logits, on_done):
         for ep in rows:
-            if ep is not None:
+            if ep is not None and not ep.reply:  # a reply in progress is continued, not re-prefilled
                 ep.ids = []
         return super()._sync_caches(rows, cache, logits, on_done)
 
@@ -85,6 +85,33 @@ def test_kept_cache_generates_what_re_prefilling_generates(decoder, template, wo
         assert ep.steps > 1  # several turns, so the cache really was kept across tool calls
 
 
+def test_rows_refilled_as_replies_end_play_what_rows_waiting_for_the_batch_play(template, world_questions):
+    """Continuous batching changes no reply: a decode that returns after every ended reply (the others continued
+    mid-reply in later calls, beside rows taking observations) gives the conversations and cache ids of decodes
+    that wait for the whole batch. Greedy, so any lost or repeated token, logit or stop-string byte would show."""
+    questions, toolkit = world_questions
+    model = Llama(preset("tiny", vocab_size=template.tokenizer.vocab_size), rngs=nnx.Rngs(0))
+    # Replies of a random model end at different lengths when a common letter ends them too
+    ragged = Decoder(model, template.tokenizer, template.stop_strings + ("e",), batch=4, max_len=512,
+                     max_new_tokens=24, buckets=(16, 64, 256))
+    args = (ragged, template, EpisodeStart(), lambda q: toolkit.new_episode(), LoopSettings(max_steps=3))
+    calls = []
+
+    class Counted(AgentLoop):
+        def _generate(self, rows, *state):
+            replies, *state = super()._generate(rows, *state)
+            calls.append(sum(ep is not None and bool(ep.reply) for ep in rows))  # rows left mid-reply
+            return replies, *state
+
+    continuous = _play(Counted(*args, refill_rows=1), questions[:8])
+    assert any(calls)  # some replies really were split across decodes
+    waiting = _play(AgentLoop(*args, refill_rows=ragged.batch), questions[:8])
+    assert continuous.keys() == waiting.keys() and len(continuous) == 8
+    for qid, ep in continuous.items():
+        assert ep.conversation.turns == waiting[qid].conversation.turns
+        assert ep.ids == waiting[qid].ids and ep.generated_tokens == waiting[qid].generated_tokens
+
+
 class ScriptedLoop(AgentLoop):
     """Plays recorded replies instead of generating; the cache is extended exactly as for generated ones.
 
@@ -95,13 +122,13 @@ class ScriptedLoop(AgentLoop):
         super().__init__(*args, **kwargs)
         self.replies, self.seen = replies, {}
 
-    def _generate(self, rows, cache, logits, key):
+    def _generate(self, rows, cache, logits, window, key):
         out = {}
         for r, ep in enumerate(rows):
             if ep is not None:
                 self.seen.setdefault(ep.question.id, []).append((list(ep.ids), np.asarray(logits[r])))
                 out[r] = (self.replies[ep.question.id][ep.steps], EOS)
-        return out, cache, key
+        return out, cache, logits, window, key
 
 
 def test_replaying_fireact_trajectories_reproduces_the_training_ids(shared_data, decoder, template):
@@ -213,8 +240,8 @@ class TurnCounter:  # a template whose token ids are one per turn
     def reply_content(self, reply): return reply
 
 class OneReply(AgentLoop):
-    def _generate(self, rows, cache, logits, key):
-        return {0: ("Action: search[anything]", EOS)}, cache, key
+    def _generate(self, rows, cache, logits, window, key):
+        return {0: ("Action: search[anything]", EOS)}, cache, logits, window, key
 
 stuck = FunctionTool("search", "never answers", lambda _: threading.Event().wait())
 loop = OneReply(NoModel(), TurnCounter(), EpisodeStart(), lambda q: {"search": stuck},

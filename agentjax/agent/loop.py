@@ -6,6 +6,10 @@ training template; the cache keeps the longest common prefix and is extended wit
 reply's canonical tokens, EOS, the observation and the next reply's opening). So the cache ends
 where the training rendering continues, nothing is re-prefilled but the last reply, and the
 token ids equal the training renderer's. A finished row takes the next question at once.
+
+Rows do not wait for each other: a decode returns as soon as a few replies have ended (the decoder's small
+extend program's rows), those rows act and take their observations, and the next decode continues the others
+mid-reply beside them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Callable, Iterable, Mapping
 import jax
 import numpy as np
 
-from agentjax.agent.decode import CONTEXT_FULL, STOP_REASONS, Decoder, Sampling
+from agentjax.agent.decode import CONTEXT_FULL, RUNNING, STOP_REASONS, Decoder, Sampling
 from agentjax.agent.methods import EpisodeStart, extract_action
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.templates import Template
@@ -70,6 +74,7 @@ class Episode:
     calls: list[ToolCall] = field(default_factory=list)
     stop_reasons: list[str] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)  # the token ids in this row's KV cache
+    reply: list[int] = field(default_factory=list)  # the tokens of a reply still being generated
     generated_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
@@ -92,19 +97,25 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class AgentLoop:
-    """Episodes over one Decoder; `tools_for(question)` gives each episode fresh tool objects."""
+    """Episodes over one Decoder; `tools_for(question)` gives each episode fresh tool objects.
+
+    A decode returns once `refill_rows` replies have ended (default: the decoder's `refill_rows`; the batch size
+    makes every reply of a batch wait for its longest).
+    """
 
     def __init__(self, decoder: Decoder, template: Template, start: EpisodeStart,
-                 tools_for: Callable[[Question], Mapping[str, Tool]], settings: LoopSettings = LoopSettings()):
+                 tools_for: Callable[[Question], Mapping[str, Tool]], settings: LoopSettings = LoopSettings(),
+                 refill_rows: int | None = None):
         self.decoder, self.template, self.start, self.tools_for, self.settings = decoder, template, start, tools_for, settings
         self.tokenizer = template.tokenizer
+        self.refill_rows = refill_rows
 
     def run(self, questions: Iterable[Question], on_done: Callable[[Episode], None]) -> None:
         """Play every question; `on_done(episode)` is called as each one ends (in completion order)."""
         queue = iter(questions)
         rows: list[Episode | None] = [None] * self.decoder.batch
         cache, logits = self.decoder.warm_up(*self.decoder.new_state())
-        key = jax.random.key(self.settings.seed)
+        window, key = None, jax.random.key(self.settings.seed)
         while True:
             for r in range(len(rows)):
                 if rows[r] is None and (q := next(queue, None)) is not None:
@@ -114,7 +125,7 @@ class AgentLoop:
             cache, logits = self._sync_caches(rows, cache, logits, on_done)
             if all(e is None for e in rows):
                 continue
-            replies, cache, key = self._generate(rows, cache, logits, key)
+            replies, cache, logits, window, key = self._generate(rows, cache, logits, window, key)
             self._act(rows, replies, on_done)
 
     # -- the three phases of a step ---------------------------------------------------------------
@@ -123,7 +134,7 @@ class AgentLoop:
         """Bring every row's cache to the template's rendering of its conversation (the next reply's prompt)."""
         news, starts = [[] for _ in rows], [0] * len(rows)
         for r, ep in enumerate(rows):
-            if ep is None:
+            if ep is None or ep.reply:  # a row mid-reply already holds its tokens
                 continue
             target = self.template.prompt(ep.conversation)
             if len(target) >= self.decoder.max_len - 1:
@@ -136,23 +147,30 @@ class AgentLoop:
             cache, logits = self.decoder.extend(cache, logits, news, starts)
         return cache, logits
 
-    def _generate(self, rows, cache, logits, key):
-        """One reply per active row: (reply text or None when the context is full, stop reason, tokens)."""
+    def _generate(self, rows, cache, logits, window, key):
+        """Decode until a few replies end: (the ended ones as {row: (reply text, stop reason)}, decode state)."""
         active = np.array([ep is not None for ep in rows])
+        resume = np.array([ep is not None and bool(ep.reply) for ep in rows])
         lengths = np.array([len(ep.ids) if ep else 0 for ep in rows])
+        budget = np.array([self.decoder.max_new - len(ep.reply) if ep else 0 for ep in rows])
         sampling = [self.settings.sampling] * len(rows)
-        out = self.decoder.decode(cache, logits, lengths, active, sampling, key)
+        out = self.decoder.decode(cache, logits, lengths, active, sampling, key, budget, window=window, resume=resume,
+                                  min_stopped=self.refill_rows or self.decoder.refill_rows)
         tokens, counts, reasons = jax.device_get((out.tokens, out.count, out.reason))
         replies = {}
         for r, ep in enumerate(rows):
             if ep is None:
                 continue
             generated = tokens[r, : counts[r]].tolist()
-            ep.ids = ep.ids + generated[:-1]  # the last sampled token was not written to the cache
             ep.generated_tokens += len(generated)
-            text = self.tokenizer.decode(generated)
+            if reasons[r] == RUNNING:  # every token is in the cache; the next decode goes on from here
+                ep.ids, ep.reply = ep.ids + generated, ep.reply + generated
+                continue
+            ep.ids = ep.ids + generated[:-1]  # the last sampled token was not written to the cache
+            text = self.tokenizer.decode(ep.reply + generated)
+            ep.reply = []
             replies[r] = (cut_at_stop(text, self.template.stop_strings), int(reasons[r]))
-        return replies, out.cache, out.key
+        return replies, out.cache, out.logits, out.window, out.key
 
     def _act(self, rows, replies, on_done):
         """Record each reply, run its action on a tool thread, and append the observations."""
