@@ -1,4 +1,5 @@
-"""FLOP accounting for MFU: the model's FLOPs per token, chip peaks, and a measured matmul peak.
+"""FLOP accounting for MFU (the model's FLOPs per token, chip peaks, a measured matmul peak), and compile
+bookkeeping: counting compilations, and keeping compiled programs on disk between runs.
 
 Per token, a forward pass costs 2 FLOPs per matmul parameter (the layers' projections and the output
 projection; the input embedding is a gather) plus causal attention: QK^T and PV over on average
@@ -8,8 +9,10 @@ half the context, 2 * 2 * n_layers * n_heads * head_dim * seq_len / 2. Training 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -90,3 +93,20 @@ class CompileCounter:
 
     def __exit__(self, *exc) -> None:
         jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def enable_compilation_cache(default: Path = Path("~/.cache/agentjax/xla")) -> str | None:
+    """Keep compiled programs on disk (JAX's persistent cache), so a rerun, or a second evaluation of the same
+    shapes (the quickstart's "after" reuses the "before" one's decode programs), loads them instead of compiling.
+
+    The directory is $JAX_COMPILATION_CACHE_DIR when set, else `default`; AGENTJAX_COMPILATION_CACHE=off
+    leaves the cache off. Only programs that took over a second to compile are kept, 4 GB at most (least
+    recently used go first). Returns the directory.
+    """
+    if os.environ.get("AGENTJAX_COMPILATION_CACHE", "").lower() in ("off", "0", "false"):
+        return None
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(default.expanduser())
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_max_size", 4 << 30)
+    return path

@@ -2,7 +2,7 @@
 through the real harness (`agentjax.agent.evaluate.evaluate`), with compile counts and where the time goes.
 
     python benchmarks/eval_episodes.py [--run RUN_DIR] [--episodes 50] [--batch 16] [--repeats 3]
-        [--out runs/bench/eval_episodes.json]
+        [--compare-waiting] [--out runs/bench/eval_episodes.json]
 
 The model is a small Llama fine-tuned briefly on the world teacher's ReAct trajectories (the quickstart's
 recipe, `--train-steps` steps, trained once into runs/bench/eval-agent-* and reused), or any training run
@@ -13,8 +13,9 @@ time split into: warm-up, extend (device, rendered turns onto the cache), decode
 templating each conversation, cache bookkeeping), reply handling (host: bytes to text), tools (the
 act phase: parsing actions, tool calls in the thread pool, transcripts). The split comes from timing the
 loop's phases (the loop and decoder are subclassed, nothing else changes); tool seconds are also summed from
-the transcripts. "rows busy" is the share of the decode loop's row-steps that made a token of a live reply
-(a batched reply runs until its longest row ends).
+the transcripts. "rows busy" is the share of the decode loop's row-steps that made a token of a live reply.
+`--compare-waiting` plays each repeat a second time, interleaved, with every decode waiting for the batch's
+longest reply (the loop before continuous batching), and reports the ratio.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ class Phases:
                 self._stack[-1][1] = now
 
 
-def timed_classes(phases: Phases, after_warm_up: perf.CompileCounter, stack: contextlib.ExitStack):
+def timed_classes(phases: Phases, after_warm_up: perf.CompileCounter, stack: contextlib.ExitStack,
+                  waiting: bool = False):
     """The harness's Decoder and AgentLoop with each phase timed (device work waited for inside its phase);
-    `after_warm_up` counts compiles from the end of warm-up until `stack` closes."""
+    `after_warm_up` counts compiles from the end of warm-up until `stack` closes. `waiting`: every decode
+    waits for all its rows to end."""
 
     class TimedDecoder(Decoder):
         def warm_up(self, cache, logits):
@@ -92,6 +95,10 @@ def timed_classes(phases: Phases, after_warm_up: perf.CompileCounter, stack: con
             return out
 
     class TimedLoop(AgentLoop):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.refill_rows = self.decoder.batch if waiting else None
+
         def _sync_caches(self, *args):
             with phases("render"):
                 return super()._sync_caches(*args)
@@ -137,11 +144,11 @@ def eval_config(run: Path, out_dir: Path, args):
     return quickstart_eval(cfg, out_dir, run=run)
 
 
-def one_evaluation(run: Path, args) -> dict:
+def one_evaluation(run: Path, args, waiting: bool = False) -> dict:
     """Evaluate once into a fresh directory; the harness's summary plus the phase split and transcript totals."""
     phases, after_warm_up = Phases(), perf.CompileCounter()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        decoder_cls, loop_cls = timed_classes(phases, after_warm_up, stack)
+        decoder_cls, loop_cls = timed_classes(phases, after_warm_up, stack, waiting)
         with mock.patch.object(harness, "Decoder", decoder_cls), mock.patch.object(harness, "AgentLoop", loop_cls):
             summary = harness.evaluate(eval_config(run, Path(tmp), args), progress=False)
         stack.close()
@@ -149,7 +156,7 @@ def one_evaluation(run: Path, args) -> dict:
     seconds, episodes = summary["seconds"], summary["episodes_this_run"]
     generated = sum(r["generated_tokens"] for r in records)
     return dict(
-        episodes=episodes, em=summary["em"], statuses=summary["statuses"], tool_calls=summary["tool_calls"],
+        loop="waiting for the batch" if waiting else "continuous", episodes=episodes, em=summary["em"], statuses=summary["statuses"], tool_calls=summary["tool_calls"],
         mean_steps=summary["mean_steps"], seconds=seconds, episodes_per_s=summary["episodes_per_s"],
         episodes_per_s_after_warm_up=episodes / (seconds - phases.seconds["warm_up"]),
         compiles=summary["compiles"], compile_seconds=summary["compile_seconds"],
@@ -171,17 +178,22 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=1024, help="KV cache per episode (quickstart: 1024)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="per reply (quickstart: 96)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compare-waiting", action="store_true",
+                   help="also play each repeat with decodes that wait for the whole batch, interleaved")
     p.add_argument("--out", default=str(BENCH_DIR / "eval_episodes.json"))
     args = p.parse_args()
     run = Path(args.run) if args.run else trained_run(args.train_steps, BENCH_DIR)
-    reps = []
+    reps, waited = [], []
     for i in range(args.repeats):
         reps.append(one_evaluation(run, args))
         print(f"repeat {i + 1}: {reps[-1]['episodes_per_s']:.2f} episodes/s, {reps[-1]['compiles']} compiles",
               flush=True)
+        if args.compare_waiting:
+            waited.append(one_evaluation(run, args, waiting=True))
+            print(f"  waiting for the batch: {waited[-1]['episodes_per_s']:.2f} episodes/s", flush=True)
     median = sorted(reps, key=lambda r: r["episodes_per_s"])[len(reps) // 2]
     title = f"{args.episodes}-episode world evaluation, batch {args.batch}, cache {args.max_len}, run {run}"
-    print_table(title, reps, [
+    print_table(title, reps + waited, [("loop", "loop", ""),
         ("episodes", "episodes", "d"), ("em", "EM", ".1f"), ("mean_steps", "steps/ep", ".2f"),
         ("seconds", "seconds", ".1f"), ("episodes_per_s", "episodes/s", ".2f"),
         ("episodes_per_s_after_warm_up", "after warm-up", ".2f"), ("compiles", "compiles", "d"),
@@ -194,8 +206,13 @@ def main() -> None:
                 [("phase", "phase", ""), ("seconds", "seconds", ".2f"), ("share", "share", ".1%")])
     print(f"tool calls from the transcripts: {sum(median['tool_calls'].values())} calls, "
           f"{median['transcript_tool_seconds']:.3f} s summed; statuses {median['statuses']}")
+    ratio = None
+    if waited:
+        ratio = statistics.median(c["episodes_per_s_after_warm_up"] / w["episodes_per_s_after_warm_up"]
+                                  for c, w in zip(reps, waited))
+        print(f"continuous / waiting for the batch, episodes/s after warm-up (median of {len(reps)}): {ratio:.2f}x")
     write_json(args.out, dict(benchmark="eval_episodes", run=str(run), median_repeat=median, repeats=reps,
-                              args=vars(args)))
+                              waiting_repeats=waited, continuous_over_waiting=ratio, args=vars(args)))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class EvalConfig(ConfigSection):
     """Which model, on which task and tools, with which method and template, written where."""
 
     run: str | None = None  # a training run directory: its latest checkpoint and tokenizer
+    run_step: int | None = None  # that run's checkpoint of this step instead of its latest
     run_base: str | None = None  # the run's base model directory, when it is not where the run recorded it
     model: ModelSection | None = None  # or a model directory / preset (with `tokenizer`)
     tokenizer: str | None = None
@@ -64,6 +65,8 @@ class EvalConfig(ConfigSection):
     def validate(self):
         if (self.run is None) == (self.model is None):
             raise ConfigError("set exactly one of run (a training run directory) and model")
+        if self.run_step is not None and self.run is None:
+            raise ConfigError("run_step: needs run (the training run whose checkpoint it names)")
         if self.model is not None and self.tokenizer is None:
             raise ConfigError("model: needs tokenizer (a tokenizer file or model directory)")
         if self.system_prompt and self.system_prompt_file:

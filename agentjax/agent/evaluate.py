@@ -44,7 +44,7 @@ TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
     """The model to evaluate (LoRA merged for speed, weights in the compute dtype) and its tokenizer."""
     if cfg.run is not None:
-        model, tokenizer = load_trained_model(cfg.run, mesh, base=cfg.run_base)
+        model, tokenizer = load_trained_model(cfg.run, mesh, cfg.run_step, base=cfg.run_base)
     else:
         tokenizer = load_tokenizer(cfg.tokenizer)
         run = RunConfig(model=cfg.model, seed=cfg.seed)

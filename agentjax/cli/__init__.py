@@ -53,6 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    importlib.import_module("agentjax.perf").enable_compilation_cache()  # after parse: --help needs no jax
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except ConfigError as e:

@@ -31,7 +31,8 @@ CHOICES = ("auto",) + BACKENDS
 AUTO = {"cpu": "blockwise", "tpu": "blockwise", "gpu": "blockwise", "cuda": "blockwise"}
 PLATFORM_BACKENDS = {"tpu": ("splash",), "gpu": ("cudnn",), "cuda": ("cudnn",)}
 BLOCK = 64  # query/key block of the blockwise backend (fastest of 32/64/128/256 on a 2-core CPU, fwd+bwd)
-CACHE_BLOCK = 256  # key block of the cache loop: the attended length is rounded up to a multiple of it
+CACHE_BLOCK = 64  # key block of the cache loop (the attended length is rounded up to it): measured on a 2-core
+# CPU, SmolLM2 shapes, 320 slots used: a batch-32 decode step's attention 87 ms at 64, 253 ms at 256; extends no slower
 SPLASH_TILE = 128  # splash attention's query/key tile (its default)
 _NEG = -1e30  # a finite "minus infinity": keeps the online softmax free of inf - inf
 

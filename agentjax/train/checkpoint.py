@@ -41,6 +41,10 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def steps(self) -> list[int]:
+        """The steps of the finished checkpoints kept, in order."""
+        return sorted(self.manager.all_steps())
+
     def save(self, state: TrainState, data_state: dict[str, Any]) -> None:
         step = int(jax.device_get(state.step))
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state._asdict()),

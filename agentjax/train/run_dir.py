@@ -90,6 +90,8 @@ def load_run(run_dir: str | Path, mesh=None, step: int | None = None,
         step = checkpoints.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{run_dir}: no finished checkpoint yet")
+        if step not in checkpoints.steps():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint of step {step} (kept: {checkpoints.steps()})")
         model = build_model(cfg, mesh, resolve_model_config(cfg, tokenizer), shapes_only=cfg.lora is None)
         trainable = nnx.state(model, trainable_filter(cfg))
         target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
