@@ -17,6 +17,7 @@ from flax import nnx
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import EOS, Decoder
 from agentjax.agent.evaluate import TRANSCRIPTS, evaluate, read_transcripts
+from agentjax.agent import loop as loop_module
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart, extract_action
 from agentjax.configlib import ConfigError, from_dict
@@ -110,6 +111,35 @@ def test_rows_refilled_as_replies_end_play_what_rows_waiting_for_the_batch_play(
     for qid, ep in continuous.items():
         assert ep.conversation.turns == waiting[qid].conversation.turns
         assert ep.ids == waiting[qid].ids and ep.generated_tokens == waiting[qid].generated_tokens
+
+
+def test_a_shared_system_prompt_is_computed_once_and_changes_no_reply(decoder, template, world_questions,
+                                                                      monkeypatch):
+    """With a long system prompt every episode begins with, one row computes it and the other rows get its cache
+    copied (later episodes reuse what their row holds): several times fewer tokens are prefilled, and the greedy
+    conversations and cache ids equal those of rows that prefill every prompt themselves."""
+    questions, toolkit = world_questions
+    start = EpisodeStart(system_prompt=" ".join(f"Rule {i}: search before you answer." for i in range(10)))
+    args = (decoder, template, start, lambda q: toolkit.new_episode(), LoopSettings(max_steps=2))
+    prefilled = []
+
+    def counted(cls):
+        class Counted(cls):
+            def _extend_to(self, rows, targets, cache, logits):
+                prefilled.extend(len(t) - min(loop_module.common_prefix(rows[r].ids, t), len(t) - 1)
+                                 for r, t in targets.items())
+                return super()._extend_to(rows, targets, cache, logits)
+        return Counted
+
+    shared = _play(counted(AgentLoop)(*args), questions[:8])
+    shared_tokens, prefilled[:] = sum(prefilled), []
+    monkeypatch.setattr(loop_module, "shared_prefix_sources", lambda rows, targets: {})
+    alone = _play(counted(RePrefillLoop)(*args), questions[:8])
+    assert 100 < len(template.prompt(start.conversation(questions[0].question))) < decoder.max_len - 250  # room for two steps
+    assert shared_tokens * 3 < sum(prefilled)
+    assert shared.keys() == alone.keys() and len(shared) == 8
+    for qid, ep in shared.items():
+        assert ep.conversation.turns == alone[qid].conversation.turns and ep.ids == alone[qid].ids
 
 
 class ScriptedLoop(AgentLoop):
@@ -223,6 +253,7 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_pa
 STUCK_TOOL_EPISODE = '''
 import threading
 from agentjax.agent.decode import EOS
+from agentjax.agent import loop as loop_module
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart
 from agentjax.tasks.base import Question

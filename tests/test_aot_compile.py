@@ -52,7 +52,7 @@ def test_a_tiny_lora_recipe_compiles_for_a_v5e_slice_and_its_state_is_sharded(tm
     assert report["meshes"] == {"train": {"data": 1, "fsdp": 4, "tensor": 1}, "eval": {"data": 1, "fsdp": 4, "tensor": 1}}
     assert report["usable_bytes"] == int(15.75 * 2**30) and report["fits"]
     programs = {p["name"]: p for p in report["programs"]}
-    assert list(programs) == ["train step", "extend 16", "extend 1 rows 16", "decode loop"]
+    assert list(programs) == ["train step", "extend 16", "extend 1 rows 16", "copy 1 rows", "copy 4 rows", "decode loop"]
     train = programs["train step"]
     batch = 5 * 4 * 32 * 256 // 4  # five int32/float32 fields of 32 x 256, a quarter a device
     expected = _state_bytes_per_device(preset("tiny", vocab_size=512, **SMALL), LoRAConfig(rank=128, targets=("q", "v")), 4)

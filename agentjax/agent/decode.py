@@ -154,6 +154,11 @@ class DecodePrograms:
             self.extend_rows[n] = jax.jit(
                 self._extend_rows_impl, in_shardings=(self.params_shardings, *state_out, replicated, some, some, some),
                 out_shardings=state_out, donate_argnums=(1,))
+        self.copy_rows = {}
+        for n in self.row_buckets:
+            some = sharding.named_sharding(("act_batch",), (n,), mesh)
+            self.copy_rows[n] = jax.jit(self._copy_rows_impl, in_shardings=(self.cache_shardings, replicated, some),
+                                        out_shardings=self.cache_shardings, donate_argnums=(0,))
         self.decode = jax.jit(
             self._decode_impl, donate_argnums=(2,),
             in_shardings=(self.params_shardings, replicated, *state_out, rows2, *[rows] * 7, replicated, replicated),
@@ -181,6 +186,9 @@ class DecodePrograms:
                 programs[f"extend {n} rows {width}"] = (program, (params, cache, logits, jax.ShapeDtypeStruct((n,), i32),
                                                                   tokens, tokens, tokens))
         window = jax.ShapeDtypeStruct((b, tables.window), jnp.uint8)
+        for n, program in self.copy_rows.items():
+            rows = jax.ShapeDtypeStruct((n,), i32)
+            programs[f"copy {n} rows"] = (program, (cache, rows, rows))
         rows = [jax.ShapeDtypeStruct((b,), t) for t in (i32, bool, bool, i32, jnp.float32, i32, jnp.float32)]
         key_data = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
         programs["decode loop"] = (self.decode, (params, tables, cache, logits, window, *rows, key_data,
@@ -205,6 +213,11 @@ class DecodePrograms:
                                           positions, segments)
         cache = KVCache(*(c.at[:, rows].set(g, mode="drop") for c, g in zip(cache, gathered)))
         return cache, logits.at[rows].set(new, mode="drop")
+
+    def _copy_rows_impl(self, cache, sources, targets):
+        """Cache row sources[i] copied onto row targets[i] (an index >= batch is padding): a shared prompt's keys
+        and values are computed once. The slots after the shared part are overwritten before anything reads them."""
+        return KVCache(*(c.at[:, targets].set(jnp.take(c, sources, axis=1, mode="clip"), mode="drop") for c in cache))
 
     def _decode_impl(self, params, tables, cache, logits, window, lengths, active, resume, budget, temperature,
                      top_k, top_p, key_data, min_stopped):
@@ -286,6 +299,10 @@ class Decoder:
             for n in self.programs.row_buckets:
                 zeros = np.zeros((n, width), np.int32)
                 cache, logits = self._extend_chunk(cache, logits, np.zeros(n, np.int32), zeros, zeros, zeros)
+        for n in self.programs.row_buckets:
+            nowhere = np.full(n, self.batch, np.int32)
+            with sharding.activate(self.mesh):
+                cache = self.programs.copy_rows[n](cache, nowhere, nowhere)
         out = self.decode(cache, logits, idle[:, 0], np.zeros(self.batch, bool), [Sampling()] * self.batch,
                           jax.random.key(0))
         return out.cache, logits
@@ -330,6 +347,14 @@ class Decoder:
                     offsets[r] += len(chunk)
             cache, logits = self._extend_chunk(cache, logits, rows, tokens, positions, segments)
         return cache, logits
+
+    def copy_rows(self, cache: KVCache, sources: list[int], targets: list[int]) -> KVCache:
+        """Copy cache row sources[i] onto targets[i] (all of it: the caller tracks which slots it then holds)."""
+        n = next(b for b in self.programs.row_buckets if b >= len(targets))
+        padding = [self.batch] * (n - len(targets))  # out of range: copies nothing
+        with sharding.activate(self.mesh):
+            return self.programs.copy_rows[n](cache, np.array(list(sources) + padding, np.int32),
+                                              np.array(list(targets) + padding, np.int32))
 
     def _extend_chunk(self, cache, logits, rows, tokens, positions, segments):
         """One extend program call: all rows, or the gathered `rows` (padded with out-of-range indices)."""

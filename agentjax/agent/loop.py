@@ -7,6 +7,10 @@ reply's canonical tokens, EOS, the observation and the next reply's opening). So
 where the training rendering continues, nothing is re-prefilled but the last reply, and the
 token ids equal the training renderer's. A finished row takes the next question at once.
 
+A prompt shared by many episodes (a system prompt with worked examples) is computed once: a row whose next
+prompt begins with what another row's cache holds gets that row's cache copied, and a new episode starts from
+whatever its row held before.
+
 Rows do not wait for each other: a decode returns as soon as a few replies have ended (the decoder's small
 extend program's rows), those rows act and take their observations, and the next decode continues the others
 mid-reply beside them.
@@ -116,23 +120,25 @@ class AgentLoop:
         rows: list[Episode | None] = [None] * self.decoder.batch
         cache, logits = self.decoder.warm_up(*self.decoder.new_state())
         window, key = None, jax.random.key(self.settings.seed)
+        held: list[list[int]] = [[] for _ in rows]  # the ids each cache row holds, whichever episode put them there
         while True:
             for r in range(len(rows)):
                 if rows[r] is None and (q := next(queue, None)) is not None:
-                    rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q))
+                    rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q), ids=held[r])
             if all(e is None for e in rows):
                 return
             cache, logits = self._sync_caches(rows, cache, logits, on_done)
             if all(e is None for e in rows):
                 continue
             replies, cache, logits, window, key = self._generate(rows, cache, logits, window, key)
+            held = [ep.ids if ep else ids for ep, ids in zip(rows, held)]
             self._act(rows, replies, on_done)
 
     # -- the three phases of a step ---------------------------------------------------------------
 
     def _sync_caches(self, rows, cache, logits, on_done):
         """Bring every row's cache to the template's rendering of its conversation (the next reply's prompt)."""
-        news, starts = [[] for _ in rows], [0] * len(rows)
+        targets = {}
         for r, ep in enumerate(rows):
             if ep is None or ep.reply:  # a row mid-reply already holds its tokens
                 continue
@@ -140,9 +146,23 @@ class AgentLoop:
             if len(target) >= self.decoder.max_len - 1:
                 self._end(rows, r, EpisodeStatus.CONTEXT_LIMIT, on_done)
                 continue
-            keep = common_prefix(ep.ids, target)
+            targets[r] = target
+        copies = shared_prefix_sources(rows, targets)
+        cache, logits = self._extend_to(rows, {r: t for r, t in targets.items() if r not in copies}, cache, logits)
+        if copies:  # the sources now hold their targets
+            cache = self.decoder.copy_rows(cache, list(copies.values()), list(copies))
+            for r, source in copies.items():
+                rows[r].ids = list(rows[source].ids)
+            cache, logits = self._extend_to(rows, {r: targets[r] for r in copies}, cache, logits)
+        return cache, logits
+
+    def _extend_to(self, rows, targets: dict[int, list[int]], cache, logits):
+        """Extend each row r in `targets` from what its cache holds (rows[r].ids) to targets[r]."""
+        news, starts = [[] for _ in rows], [0] * len(rows)
+        for r, target in targets.items():
+            keep = min(common_prefix(rows[r].ids, target), len(target) - 1)  # >= 1 new token: fresh logits
             news[r], starts[r] = target[keep:], keep
-            ep.ids = target
+            rows[r].ids = target
         if any(news):
             cache, logits = self.decoder.extend(cache, logits, news, starts)
         return cache, logits
@@ -216,6 +236,24 @@ class AgentLoop:
         ep.seconds = time.perf_counter() - ep.started
         rows[r] = None
         on_done(ep)
+
+
+MIN_SHARED_TOKENS = 64  # a copied cache row must spare at least this much prefill
+
+
+def shared_prefix_sources(rows, targets: dict[int, list[int]]) -> dict[int, int]:
+    """{row: source row} for rows whose target begins with MIN_SHARED_TOKENS more of what the source holds (or
+    will hold once extended to its own target) than of what the row itself holds."""
+    holding = {r: ep.ids for r, ep in enumerate(rows) if ep is not None and r not in targets}
+    sources = {}
+    for r, target in targets.items():
+        own = common_prefix(rows[r].ids, target)
+        shared, source = max(((common_prefix(ids, target), s) for s, ids in holding.items()), default=(0, None))
+        if shared >= own + MIN_SHARED_TOKENS:
+            sources[r] = source
+        else:
+            holding[r] = target
+    return sources
 
 
 def cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> str:
