@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 
 import numpy as np
@@ -79,7 +80,8 @@ def test_a_finished_run_loads_back_as_its_final_model(memorised):
 
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(config_file, tmp_path):
     """An absurd learning rate makes the loss non-finite: the run raises TrainingDiverged naming the step and the
-    checkpoint kept, every kept checkpoint holds finite parameters, and no non-finite loss was logged."""
+    checkpoint kept, every kept checkpoint holds finite parameters (and loads by its step), and no non-finite loss
+    was logged."""
     cfg = run_config(config_file, f"output_dir={tmp_path}", "train.steps=30", "train.checkpoint_every=1",
                      "train.keep_checkpoints=2", "train.optimizer.learning_rate=1e30", "train.optimizer.clip_norm=null")
     trainer = Trainer(cfg)
@@ -93,6 +95,14 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(config_file, t
     for step in kept:
         params = checkpoints.restore_params(step, abstract_like(trainer.state.params))
         assert all(np.isfinite(v).all() for v in flat_params(params).values()), step
+    # eval's run_step: any kept checkpoint loads by its step; one not kept is refused, naming those that are
+    earliest = flat_params(checkpoints.restore_params(min(kept), abstract_like(trainer.state.params)))
+    model, _ = load_trained_model(tmp_path, step=min(kept))
+    loaded = flat_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    for name, value in earliest.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no checkpoint of step {bad_step} (kept: {sorted(kept)})")):
+        load_trained_model(tmp_path, step=bad_step)
     assert all(math.isfinite(r["loss"]) for r in read_metrics(tmp_path))
 
 
