@@ -42,9 +42,10 @@ def forward_flops_per_token(cfg, seq_len: int) -> float:
     return 2 * matmul_params(cfg) + attention
 
 
-def train_flops_per_token(cfg, seq_len: int) -> float:
-    """Forward + backward: 3x the forward."""
-    return 3 * forward_flops_per_token(cfg, seq_len)
+def train_flops_per_token(cfg, seq_len: int, frozen_base: bool = False) -> float:
+    """Forward + backward: 3x the forward; 2x when the base is frozen (LoRA: no weight gradients, and the
+    adapters' own FLOPs are negligible)."""
+    return (2 if frozen_base else 3) * forward_flops_per_token(cfg, seq_len)
 
 
 def device_peak_flops(device=None) -> float | None:
@@ -66,11 +67,17 @@ def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
 
 
 def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 7) -> float:
-    """FLOP/s of a large square matmul on the default device: the practical peak on a CPU."""
+    """FLOP/s of a large square matmul on the default device, its fastest of `repeats`: the practical peak on a
+    CPU (a median reads low when other threads, e.g. a starting input pipeline, share the cores)."""
     a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
-    seconds = median_seconds(lambda: f(a).block_until_ready(), repeats=repeats)
-    return 2 * n**3 / seconds
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times)
 
 
 class CompileCounter:

@@ -10,10 +10,9 @@ Both frameworks run one optimizer step on the same batch of random tokens (every
 token-mean cross-entropy, backward, global-norm clipping to 1.0, AdamW (b1 0.9, b2 0.95). agentjax runs the
 trainer's own compiled step (agentjax.train.program, state donated, 1-device mesh); PyTorch runs
 LlamaForCausalLM (its default SDPA attention) with torch.optim.AdamW on all cores, in float32 and (beside it,
-not like for like) under bfloat16 autocast, which a CPU user with AMX would run. The matmul peak (as
-agentjax.perf.measured_matmul_peak: 2 n^3 FLOPs / median seconds of an n x n float32 matmul; here the best
-of n = 2048 and 4096) and the contestants alternate within each repeat, so load from other processes on a
-shared machine hits them alike; medians after one warm-up step, and each contestant's fastest step (the
+not like for like) under bfloat16 autocast, which a CPU user with AMX would run. The matmul peak (2 n^3
+FLOPs / median seconds of an n x n float32 matmul, the best of n = 2048 and 4096) and the contestants
+alternate within each repeat, so load from other processes on a shared machine hits them alike; medians after one warm-up step, and each contestant's fastest step (the
 machine momentarily quiet). MFU = tokens/s x perf.train_flops_per_token / peak, for both frameworks.
 
 Memory: XLA's own accounting of the compiled step (arguments + temporaries + outputs not aliased to
