@@ -58,7 +58,7 @@ class QuickstartConfig(ConfigSection):
     template: str = "auto"  # the base model's own chat format
     lora: LoRAConfig | None = field(default_factory=lambda: LoRAConfig(rank=16, alpha=32.0, targets=tuple(TARGETS)))
     seq_len: int = 512
-    steps: int = 14
+    steps: int = 80
     global_batch: int = 4
     learning_rate: float = 2e-3
     warmup_steps: int = 2
