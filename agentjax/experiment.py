@@ -28,6 +28,7 @@ from agentjax.quickstart import (QuickstartConfig, eval_config, import_base, pre
 from agentjax.train.metrics import read_metrics
 from agentjax.train.trainer import train
 from agentjax.util.atomic import atomic_write
+from agentjax.util.records import read_json
 from agentjax.world.build import build_world
 
 
@@ -63,7 +64,7 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
     variant, where = VARIANTS[name], out / "variants" / name
     done, config = where / "result.json", json.loads(json.dumps(to_dict(cfg)))
     if done.exists():
-        result = json.loads(done.read_text())
+        result = read_json(done)
         if result.get("config") != config:
             raise ConfigError(f"{where} holds variant {name!r} from a run with another config; "
                               "use a fresh --out to compare under this one")

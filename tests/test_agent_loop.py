@@ -16,7 +16,7 @@ from flax import nnx
 
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import EOS, Decoder
-from agentjax.agent.evaluate import TRANSCRIPTS, evaluate, read_transcripts
+from agentjax.agent.evaluate import CONFIG_RECORD, TRANSCRIPTS, evaluate, read_transcripts
 from agentjax.agent import loop as loop_module
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart, extract_action
@@ -32,6 +32,7 @@ from agentjax.world.task import WorldTask
 from agentjax.world.tools import WorldToolkit
 from agentjax.tools.base import FunctionTool
 from agentjax.tools.finish import Finish
+from agentjax.util.errors import DataError
 from data_support import FIREACT
 
 SMALL_WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eval_questions_per_kind=6,
@@ -248,6 +249,9 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_pa
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n"] == 8
     with pytest.raises(ConfigError, match="max_steps"):  # another setting must not resume these transcripts
         evaluate(replace(cfg, max_steps=3), progress=False)
+    (tmp_path / "eval" / CONFIG_RECORD).write_bytes(b'{"task": "w\xf6rld"}')  # a damaged record is named, not a traceback
+    with pytest.raises(DataError, match=rf"{CONFIG_RECORD}:1: not valid UTF-8: byte 0xf6"):
+        evaluate(cfg, progress=False)
 
 
 STUCK_TOOL_EPISODE = '''

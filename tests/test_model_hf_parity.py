@@ -12,12 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="HF parity needs the test extra: pip install -e '.[test]'")
 transformers = pytest.importorskip("transformers", reason="HF parity needs the test extra: pip install -e '.[test]'")
-from safetensors.numpy import load_file  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from agentjax.cli import main as cli  # noqa: E402
 from agentjax.util.errors import DataError  # noqa: E402
-from agentjax.model import load_checkpoint  # noqa: E402
+from agentjax.model import convert, gguf_import, load_checkpoint  # noqa: E402
 from agentjax.model.convert import config_from_hf  # noqa: E402
+from agentjax.train import export  # noqa: E402
 
 VOCAB = 320
 
@@ -92,7 +93,6 @@ def test_config_reads_transformers_4_and_5_rope_keys():
 
 def _hf_dir(root, tmp_path, edit):
     """A copy of a converted test's HF directory with `edit(config, tensors)` applied."""
-    from safetensors.numpy import save_file
 
     out = tmp_path / "edited"
     out.mkdir()
@@ -117,7 +117,6 @@ def test_bad_checkpoints_name_the_problem_and_leave_nothing(converted, tmp_path,
     """A missing or misshapen tensor, or a non-Llama config, is an error naming it; no output is left."""
     _, _, root = converted
     src = _hf_dir(root, tmp_path, edit)
-    from agentjax.model import convert
 
     with pytest.raises(Exception, match=message.replace(".", r"\.")):
         convert.hf_to_agentjax(src, tmp_path / "out")
@@ -166,7 +165,6 @@ def test_item7_corrupt_safetensors_and_configs_are_data_errors_naming_the_file(c
     src = _hf_dir(root, tmp_path, lambda c, t: None)
     corrupt, where, words = CORRUPTIONS[case]
     corrupt(src)
-    from agentjax.model import convert
 
     with pytest.raises(DataError, match=re.escape(words)) as raised:
         convert.hf_to_agentjax(src, tmp_path / "out")
@@ -176,16 +174,26 @@ def test_item7_corrupt_safetensors_and_configs_are_data_errors_naming_the_file(c
 
 
 def test_item10_a_taken_destination_fails_before_any_tensor_is_read(converted, tmp_path, monkeypatch):
-    """Converting onto an existing directory fails at once, without opening a single safetensors file."""
+    """Converting or exporting onto an existing directory fails at once: no safetensors file is opened and no model
+    or run is loaded (each entry point: HF import, GGUF import, `export_hf` of a model or run, the CLI)."""
     _, _, root = converted
-    from agentjax.model import convert
 
-    monkeypatch.setattr(convert, "SafetensorsFile", lambda path: pytest.fail(f"{path} was read"))
+    model = load_checkpoint(root / "ajx")
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f"read {args[0] if args else kwargs} although the destination was taken")
+
+    for module, name in ((convert, "SafetensorsFile"), (gguf_import, "GGUFCheckpoint"), (export, "load_checkpoint"),
+                         (export, "load_run")):
+        monkeypatch.setattr(module, name, refuse)
     (tmp_path / "taken").mkdir()
     for convert_to in (lambda: convert.hf_to_agentjax(root / "hf", tmp_path / "taken"),
-                       lambda: convert.agentjax_to_hf(root / "ajx", tmp_path / "taken")):
+                       lambda: gguf_import.gguf_to_agentjax(root / "none.gguf", tmp_path / "taken"),
+                       lambda: convert.agentjax_to_hf(model, tmp_path / "taken"),
+                       lambda: export.export_hf(root / "ajx", tmp_path / "taken")):
         with pytest.raises(FileExistsError, match="taken already exists"):
             convert_to()
+    assert cli(["convert", "agentjax-to-hf", str(root / "ajx"), str(tmp_path / "taken")]) == 2
 
 
 def test_the_convert_command_names_a_taken_destination_in_one_line(converted, tmp_path, capsys):

@@ -465,6 +465,18 @@ def test_item10_a_reply_that_is_no_result_page_is_not_cached(server, tmp_path, s
     assert search(toolkit, "q").observation == "real" and len(server.requests) == 2
 
 
+def test_item10_a_cached_reply_the_check_refuses_is_asked_again(server, tmp_path, sleeps, monkeypatch):
+    """A `{}` cached before replies were checked (by an older agentjax) is not served forever as "No results": the
+    cache hit is checked like a fresh reply, the server is asked again, and its good reply replaces the entry."""
+    toolkit = serpapi_toolkit(server, tmp_path, sleeps, monkeypatch)
+    client = toolkit.new_episode()["search"].client
+    client.cache.put({"tool": client.tool, "url": client.base_url,
+                      "params": {"engine": "google", "q": "q", "gl": "us", "hl": "en"}}, {})
+    server.serve(Reply(google({"answer": "real"})))
+    assert search(toolkit, "q").observation == "real" and len(server.requests) == 1
+    assert search(toolkit, "q").observation == "real" and len(server.requests) == 1
+
+
 def test_item10_an_empty_wikipedia_reply_is_not_cached(server, tmp_path, sleeps):
     """`{}` from MediaWiki is a failure, not a missing page: the next call asks again and finds the page."""
     server.serve(Reply({}), Reply(wiki_page("Albert Einstein", EINSTEIN)))
@@ -492,3 +504,15 @@ def test_item10_keys_that_json_escapes_are_still_redacted(server, tmp_path, slee
     escaped = {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1], quote(key), quote_plus(key)}
     for text in texts:
         assert not any(form in text for form in escaped), text
+
+
+def test_item10_an_error_body_escaping_the_key_its_own_way_is_redacted(server, tmp_path, sleeps, monkeypatch):
+    """An HTTP error whose JSON body escapes the key in a form agentjax never registered (upper-case `\\u` hex, `\\/`)
+    reaches the observation without the key: the body is redacted as decoded JSON."""
+    key = "sk-é/9f8e"
+    monkeypatch.setenv("SERPAPI_API_KEY", key)
+    config = ToolsConfig(search="serpapi", serpapi=SerpApiConfig(base_url=server.url), http=HttpConfig(retries=0))
+    toolkit = Toolkit(config, sleep=sleeps.append)
+    server.serve(Reply('{"error": "Invalid API key sk-\\u00E9\\/9f8e"}', status=401))
+    observation = search(toolkit, "q").observation
+    assert "HTTP 401" in observation and "Invalid API key ***" in observation and "9f8e" not in observation

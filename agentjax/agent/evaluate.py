@@ -36,7 +36,7 @@ from agentjax.train.build import build_model, resolve_model_config
 from agentjax.train.config import RunConfig
 from agentjax.train.run_dir import load_trained_model
 from agentjax.util.atomic import atomic_write
-from agentjax.util.records import read_log
+from agentjax.util.records import read_json, read_log
 
 TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval_config.json"
 
@@ -78,7 +78,7 @@ def check_same_evaluation(cfg: EvalConfig, out: Path) -> None:
         with atomic_write(path) as f:
             f.write(json.dumps(current, indent=2) + "\n")
         return
-    stored = json.loads(path.read_text())
+    stored = read_json(path)
     changed = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
     if changed:
         raise ConfigError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ); "

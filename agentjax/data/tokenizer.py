@@ -18,6 +18,7 @@ import tokenizers
 from sentencepiece import sentencepiece_model_pb2
 
 from agentjax.util.atomic import atomic_write
+from agentjax.util.records import read_json
 
 SENTENCEPIECE_FILE, HF_FILE, HF_CONFIG_FILE = "tokenizer.model", "tokenizer.json", "tokenizer_config.json"
 # Never-emitted tokens that pad when a tokenizer.json defines no pad distinct from EOS, tried in order:
@@ -187,10 +188,7 @@ class HFTokenizer:
         except Exception as e:  # tokenizers raises bare Exceptions; JSON and shape errors land here too
             raise ValueError(f"{path}: not a Hugging Face tokenizer.json ({type(e).__name__}: {e})") from None
         config_path = path.parent / HF_CONFIG_FILE
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        except ValueError as e:
-            raise ValueError(f"{config_path}: not valid JSON: {e}") from None
+        config = read_json(config_path) if config_path.is_file() else {}
         self._config_source = str(config_path) if config else f"{path} (no {HF_CONFIG_FILE} beside it)"
         self._specials = {t.content: i for i, t in self._tk.get_added_tokens_decoder().items() if t.special}
         vocab = self._tk.get_vocab(with_added_tokens=True)

@@ -98,8 +98,8 @@ class JsonHttpClient:
         are not cached, so the next call asks again.
         """
         key = {"tool": self.tool, "url": self.base_url, "params": dict(params)}
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit
+        if self.cache is not None and (hit := self.cache.get(key)) is not None and _passes(check, hit):
+            return hit  # a cached reply the check now refuses (cached before it existed) is asked again
         failure, requested_wait = "", 0.0
         for attempt in range(self.http.retries + 1):
             if attempt:
@@ -133,7 +133,7 @@ class JsonHttpClient:
         except requests.RequestException as e:
             return None, f"connection failed: {_REDACTOR.redact(str(e))[:300]}", 0.0
         if status >= 400:
-            detail = _REDACTOR.redact(body.decode("utf-8", errors="replace"))[:200]
+            detail = _redacted_text(body)[:200]
             raise ToolError(f"{self.tool} refused the request: HTTP {status}: {detail}")
         try:
             return json.loads(body), "", 0.0
@@ -159,6 +159,26 @@ class JsonHttpClient:
     def _delay(self, attempt: int, requested: float) -> float:
         """Exponential backoff (backoff_s, 2x, 4x, ...), at least what the server asked for, at most backoff_max_s."""
         return min(self.http.backoff_max_s, max(self.http.backoff_s * 2 ** (attempt - 1), requested))
+
+
+def _passes(check: Callable[[Any], None] | None, reply: Any) -> bool:
+    """Whether `reply` passes `check` (no check passes everything)."""
+    try:
+        if check is not None:
+            check(reply)
+    except ToolError:
+        return False
+    return True
+
+
+def _redacted_text(body: bytes) -> str:
+    """An error reply as secret-free text: a JSON body is redacted decoded (so no escaping of the secret, such as
+    `\\u00E9` or `\\/`, can hide it) and re-encoded; any other body is redacted as text."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        return json.dumps(_REDACTOR.redact_json(json.loads(text)), ensure_ascii=False)
+    except ValueError:
+        return _REDACTOR.redact(text)
 
 
 def _retry_after(response: requests.Response) -> float:

@@ -23,6 +23,7 @@ from agentjax.model.llama import Llama
 from agentjax.model.lora import TARGETS, LoRAConfig, merge_lora
 from agentjax.model.safetensors_io import write_safetensors
 from agentjax.train.run_dir import is_run_dir, load_run
+from agentjax.util.records import read_json
 
 ADAPTER_DIR = "adapter"
 GENERATION_CONFIG = "generation_config.json"
@@ -82,7 +83,7 @@ def tokenizer_files(tokenizer: Tokenizer, template: Template | None) -> dict[str
     source = Path(tokenizer.source)
     hf = source.name == HF_FILE  # run and model directories hold their tokenizer under the standard names
     config_path = source.parent / HF_CONFIG_FILE
-    config = json.loads(config_path.read_text(encoding="utf-8")) if hf and config_path.is_file() else {}
+    config = read_json(config_path) if hf and config_path.is_file() else {}
     config.update(eos_token=tokenizer.piece(tokenizer.eos_id), pad_token=tokenizer.piece(tokenizer.pad_id),
                   add_bos_token=tokenizer.bos_id is not None, add_eos_token=False)
     if tokenizer.bos_id is not None:  # else the file's own bos_token stays, named but never added (SmolLM2)
