@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from tokenizer_support import (llama2_style_tokenizer, llama3_style_tokenizer, random_texts, smollm2_reference,
-                               write_tokenizer_dir)
+from tokenizer_support import (llama2_style_tokenizer, llama3_style_tokenizer, random_texts, smollm2_gguf,
+                               smollm2_reference, write_tokenizer_dir)
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import normalizers, pre_tokenizers
 
 from agentjax.data.tokenizer import HFTokenizer, Tokenizer, copy_tokenizer, find_tokenizer, load_tokenizer
+from agentjax.model.gguf_import import open_gguf
+from agentjax.model.gguf_tokenizer import hf_tokenizer_files
+from agentjax.util.errors import DataError
 
 TEXTS = random_texts(3000)
 
@@ -25,10 +28,11 @@ def as_text_reference(tok: RawTokenizer) -> RawTokenizer:
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """(agentjax's tokenizer, the reference) for SmolLM2's vocabulary read from its GGUF."""
-    tok, config = smollm2_reference()
-    folder = write_tokenizer_dir(tmp_path_factory.mktemp("smollm2"), tok, config)
-    return load_tokenizer(folder), as_text_reference(tok)
+    """(agentjax's tokenizer as GGUF import writes it, a reference built independently from the GGUF's vocabulary)."""
+    folder = tmp_path_factory.mktemp("smollm2")
+    for name, text in hf_tokenizer_files(open_gguf(smollm2_gguf()), "smollm2", max_len=8192).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return load_tokenizer(folder), as_text_reference(smollm2_reference()[0])
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,8 @@ def test_loads_a_file_or_a_directory_and_copies_under_standard_names(smollm2, tm
 
 
 def test_bad_files_are_errors_naming_the_file_and_the_missing_piece(tmp_path, llama3):
-    """Not a tokenizer, a config naming a token the vocabulary lacks, and no pad candidate: each a ValueError naming it."""
+    """Not a tokenizer, a config naming a token the vocabulary lacks, no pad candidate, a config that is not UTF-8:
+    each a ValueError naming the file."""
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         load_tokenizer(tmp_path / "empty")
@@ -125,4 +130,7 @@ def test_bad_files_are_errors_naming_the_file_and_the_missing_piece(tmp_path, ll
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="no pad_token distinct from eos"):
+        HFTokenizer(folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_bytes(b'{"eos_token": "\xff"}')
+    with pytest.raises(DataError, match=r"tokenizer_config\.json:1: not valid UTF-8: byte 0xff"):
         HFTokenizer(folder / "tokenizer.json")

@@ -134,6 +134,15 @@ def test_bad_configs_fail_up_front_naming_the_key(config_file, tmp_path, overrid
     assert not (tmp_path / "out").exists()
 
 
+def test_a_template_the_tokenizer_cannot_serve_fails_before_the_run_is_made(config_file, tmp_path, tok):
+    """A tokenizer without the control tokens its template needs (chatml over a sentencepiece model) is refused
+    naming the tokenizer file and the token, before the run directory, its tokenizer copy or the model exist."""
+    with pytest.raises(ConfigError, match=r"data.template: .*tok.*: template 'chatml' needs the special token '<\|im_start\|>'"):
+        Trainer(run_config(config_file, f"output_dir={tmp_path / 'out'}", f"tokenizer.path={tok.source}",
+                           "data.template=chatml"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_item8_a_run_diverging_before_its_first_checkpoint_says_none_is_kept(config_file, tmp_path):
     """A learning rate that is valid but far too large diverges before the first checkpoint: the error says no
     checkpoint was saved (not "the last good checkpoint (step None)")."""

@@ -7,13 +7,16 @@ from pathlib import Path
 import jax
 
 from agentjax.configlib import ConfigError
-from agentjax.data.tokenizer import HF_FILE, SENTENCEPIECE_FILE, find_tokenizer
+from agentjax.data.templates import get_template
+from agentjax.data.tokenizer import HF_FILE, SENTENCEPIECE_FILE, find_tokenizer, load_tokenizer
 from agentjax.train.config import RunConfig
 
 
 def validate_run(cfg: RunConfig, mesh) -> None:
-    """Files exist, every device gets whole rows of every micro-batch, rows fit the model."""
+    """Files exist, the templates can use the tokenizer, every device gets whole rows of every micro-batch, rows fit
+    the model."""
     check_files(cfg)
+    check_templates(cfg)
     check_layout(cfg, mesh, jax.process_count(), cfg.model.resolve().max_seq_len)
 
 
@@ -47,3 +50,18 @@ def check_files(cfg: RunConfig) -> None:
             for path in paths:
                 if not path.is_file():
                     raise ConfigError(f"{section}.sources[{i}].path: {path} does not exist")
+
+
+def check_templates(cfg: RunConfig) -> None:
+    """Each data section's template builds over the configured tokenizer (its control tokens exist; `auto` finds a
+    chat template the renderer reproduces), so a tokenizer the template cannot use fails before the run directory
+    is made. A tokenizer trained on the data is made for the templates and needs no check."""
+    if not cfg.tokenizer.path:
+        return
+    tokenizer = load_tokenizer(cfg.tokenizer.path)
+    for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
+        if data is not None:
+            try:
+                get_template(data.template, tokenizer, **data.template_options)
+            except ValueError as e:
+                raise ConfigError(f"{section}.template: {e}") from None
