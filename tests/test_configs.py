@@ -283,3 +283,12 @@ def test_eval_config_matches_its_recipe_and_builds_its_task_and_tools(name, run_
     tools = tools_for(questions[0])
     assert "finish" in tools and (("search" in tools) == (cfg.tools.search != "none"))
     assert ("calculate" in tools) == cfg.tools.calculate
+
+
+def test_an_eval_config_of_the_old_layout_still_loads():
+    """Eval configs written before the world became a task said `world:` for its settings; they load as
+    `task_options:`, and a config giving both is refused naming the two keys."""
+    old = dict(model={"preset": "tiny"}, tokenizer="tok.model", task="world", world={"seed": 3})
+    assert from_dict(EvalConfig, old).task_options == {"seed": 3}
+    with pytest.raises(ConfigError, match="world: and task_options: both given"):
+        from_dict(EvalConfig, {**old, "task_options": {"seed": 4}})

@@ -62,6 +62,16 @@ class EvalConfig(ConfigSection):
     output_dir: str = "runs/eval"
     seed: int = 0
 
+    @classmethod
+    def from_mapping(cls, data: dict, where: str) -> dict:
+        """Configs written before the world became a task said `world:` for what is now `task_options:`."""
+        if "world" in data:
+            if "task_options" in data:
+                raise ConfigError(f"{where}: world: and task_options: both given; world: is the old name of "
+                                  "task_options: (the world's settings), keep one")
+            data["task_options"] = data.pop("world")
+        return data
+
     def validate(self):
         if (self.run is None) == (self.model is None):
             raise ConfigError("set exactly one of run (a training run directory) and model")

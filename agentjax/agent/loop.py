@@ -197,7 +197,7 @@ class AgentLoop:
         pending = {}
         for r, (reply, reason) in replies.items():
             ep = rows[r]
-            ep.stop_reasons.append(STOP_REASONS.get(reason, "running"))
+            ep.stop_reasons.append(STOP_REASONS[reason])
             ep.conversation = ep.conversation.append(Turn("assistant", self.template.reply_content(reply)))
             ep.steps += 1
             if reason == CONTEXT_FULL:
