@@ -96,7 +96,7 @@ class DataConfig(ConfigSection):
     seed: int = 0
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     parallel_windows: int = 2  # windows tokenized and packed concurrently by tf.data
-    prefetch_batches: int = 2
+    prefetch_batches: int = 2  # packed windows kept ready beyond those being built (a window is many batches)
 
     def validate(self) -> None:
         """Called by configlib: at least one source, distinct source names, a known template, sane sizes."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import Counter
 from typing import Any, Iterator
 
@@ -27,13 +26,16 @@ from agentjax.data.stream import RowStream, Window
 from agentjax.data.tokenizer import Tokenizer
 
 STATE_VERSION = 1
-_ROW_DTYPES = [tf.as_dtype(BATCH_DTYPES[k]) for k in BATCH_FIELDS] + [tf.int64, tf.int64]  # + window, row
+# Each tf.data element is one packed window: its rows (`BATCH_FIELDS`, [n, seq_len]), its index, each row's index in
+# it, the mixture draws it started from, and what building it counted (JSON). A window may pack to no row at all.
+_ELEMENT = BATCH_FIELDS + ("window", "row", "draws", "counts")
 
 
 class Pipeline:
     """Iterate dicts of numpy arrays `inputs, targets, positions, segment_ids, weights`, each [local_batch, seq_len].
 
-    Iterating again continues from the current position; keep one live iterator at a time.
+    Iterating again continues from the current position; keep one live iterator at a time. What the position and
+    the counters need rides with each window through tf.data, so no tf.data thread writes into this object.
     """
 
     def __init__(self, config: DataConfig, tokenizer: Tokenizer, global_batch: int, process_index: int = 0, process_count: int = 1):
@@ -50,11 +52,6 @@ class Pipeline:
         self._fingerprint = self._make_fingerprint()
         self._position: dict[str, Any] = {"window": 0, "row": 0, "draws": self.stream.mixture.start()}
         self._counters: Counter = source_counts(self.sources)
-        self._window_draws: dict[int, tuple[int, ...]] = {}  # filled by the planner thread, read by the consumer
-        self._window_counts: dict[int, Counter] = {}  # filled by the packing threads, merged when consumed
-        self._lock = threading.Lock()
-        self._error: Exception | None = None  # set by a tf.data thread, raised by the consumer
-        self._uncounted_from = 0
 
     # -- position --------------------------------------------------------------------------------
 
@@ -86,90 +83,84 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         start = dict(self._position)
-        self._error = None
-        self._uncounted_from = start["window"] + (1 if start["row"] > 0 else 0)  # a resumed window was counted already
-        batches = self._dataset(start).as_numpy_iterator()
-        while True:
-            try:
-                element = next(batches)
-            except StopIteration:
-                self._merge_counts(None)
-                return
-            except tf.errors.OpError:
-                if self._error is not None:  # re-raise what went wrong in a tf.data thread, message intact
-                    raise self._error from None
-                raise
-            yield self._take(element)
+        counted_from = start["window"] + (1 if start["row"] > 0 else 0)  # a resumed window was counted already
+        parts, rows, counts = [], 0, Counter()  # (window, first, end) slices of the batch being filled, and their counts
+        for window in self._windows(start):
+            if window["window"] >= counted_from:
+                counts.update(json.loads(window["counts"]))
+            first, n = 0, len(window["row"])
+            while first < n:
+                end = min(n, first + self.global_batch - rows)
+                parts.append((window, first, end))
+                rows, first = rows + end - first, end
+                if rows == self.global_batch:
+                    yield self._take(parts, counts)  # counts join the state as their batch is yielded
+                    parts, rows, counts = [], 0, Counter()
+        self._counters.update(counts)
+        if parts:
+            yield self._take(parts, Counter())
 
-    def _take(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Check a global batch, advance the position and counters past it, and return this host's share."""
-        batch = {k: element[k] for k in BATCH_FIELDS}
-        if len(element["window"]) < self.global_batch:
+    def _take(self, parts: list[tuple[dict[str, np.ndarray], int, int]], counts: Counter) -> dict[str, np.ndarray]:
+        """Join a global batch from window slices, check it, advance the position and counters past it, and return
+        this host's share."""
+        batch = {k: np.concatenate([w[k][first:end] for w, first, end in parts]) for k in BATCH_FIELDS}
+        if len(batch["inputs"]) < self.global_batch:
             batch = _pad_rows(batch, self.global_batch, self.tokenizer.pad_id)
         supervised = float(batch["weights"].sum())
         if supervised == 0:
             raise DataError("", "no_supervised_tokens", f"the batch after window {self._position['window']} row "
                             f"{self._position['row']} has no supervised token; refusing to train on nothing")
-        last_window, last_row = int(element["window"][-1]), int(element["row"][-1])
-        self._merge_counts(last_window)
-        with self._lock:
-            draws = self._window_draws[last_window]
-            for w in [w for w in self._window_draws if w < last_window]:
-                del self._window_draws[w]
-        self._position = {"window": last_window, "row": last_row + 1, "draws": list(draws)}
+        last, _, end = parts[-1]
+        self._position = {"window": int(last["window"]), "row": int(last["row"][end - 1]) + 1,
+                          "draws": [int(d) for d in last["draws"]]}
+        self._counters.update(counts)
         self._counters.update({"batches": 1, "consumed_tokens": int((batch["segment_ids"] > 0).sum()),
                                "consumed_slots": batch["segment_ids"].size, "consumed_supervised": int(supervised)})
         lo = self.process_index * self.local_batch
         return {k: v[lo : lo + self.local_batch] for k, v in batch.items()}
 
-    def _merge_counts(self, upto: int | None) -> None:
-        """Add the counts of windows up to `upto` (all when None) once their rows are consumed; each window once."""
-        with self._lock:
-            for w in sorted(self._window_counts):
-                if upto is not None and w > upto:
-                    break
-                counts = self._window_counts.pop(w)
-                if w >= self._uncounted_from:
-                    self._counters.update(counts)
-
-    def _dataset(self, start: dict[str, Any]) -> tf.data.Dataset:
-        """plan windows (generator) -> tokenize and pack them in parallel, in order -> rows -> global batches -> prefetch."""
-        seq_len = self.config.seq_len
+    def _windows(self, start: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        """The packed windows from `start` on, in order: plan (generator) -> tokenize and pack in parallel -> prefetch.
+        An error in a tf.data thread is re-raised here with its message intact."""
+        seq_len, n_sources = self.config.seq_len, len(self.sources)
         first_window, skip_rows = start["window"], start["row"]
+        errors: list[Exception] = []
 
         def plan():
             for window in self.stream.windows(first_window, tuple(start["draws"])):
-                with self._lock:
-                    self._window_draws[window.index] = window.draws
                 yield window.index, window.draws, window.items
 
         def build(index, draws, items):
-            index = int(index)
+            index, draws = int(index), draws.numpy()
             try:
                 rows, counts = self.stream.build(Window(index, tuple(int(d) for d in draws), items.numpy()))
             except Exception as e:
-                self._error = e
+                errors.append(e)
                 raise
-            with self._lock:
-                self._window_counts[index] = counts
             skip = skip_rows if index == first_window else 0
-            n = len(rows["inputs"])
-            return [rows[k][skip:] for k in BATCH_FIELDS] + [np.full(n - min(skip, n), index, np.int64), np.arange(skip, max(n, skip), dtype=np.int64)]
+            kept = np.arange(skip, max(len(rows["inputs"]), skip), dtype=np.int64)
+            return [rows[k][skip:] for k in BATCH_FIELDS] + [np.int64(index), kept, draws, json.dumps(counts)]
 
-        def to_rows(index, draws, items):
-            out = tf.py_function(build, [index, draws, items], _ROW_DTYPES)
-            for t in out[: len(BATCH_FIELDS)]:
-                t.set_shape([None, seq_len])
-            for t in out[len(BATCH_FIELDS) :]:
-                t.set_shape([None])
-            return dict(zip(BATCH_FIELDS + ("window", "row"), out))
+        def to_window(index, draws, items):
+            out = tf.py_function(build, [index, draws, items], [tf.as_dtype(BATCH_DTYPES[k]) for k in BATCH_FIELDS]
+                                 + [tf.int64, tf.int64, tf.int64, tf.string])
+            for t, shape in zip(out, [[None, seq_len]] * len(BATCH_FIELDS) + [[], [None], [n_sources], []]):
+                t.set_shape(shape)
+            return dict(zip(_ELEMENT, out))
 
-        n_sources = len(self.sources)
         ds = tf.data.Dataset.from_generator(plan, output_signature=(
             tf.TensorSpec((), tf.int64), tf.TensorSpec((n_sources,), tf.int64), tf.TensorSpec((None, 2), tf.int64)))
-        ds = ds.map(to_rows, num_parallel_calls=self.config.parallel_windows, deterministic=True)
-        ds = ds.unbatch().batch(self.global_batch)
-        return ds.prefetch(self.config.prefetch_batches)
+        ds = ds.map(to_window, num_parallel_calls=self.config.parallel_windows, deterministic=True)
+        windows = ds.prefetch(self.config.prefetch_batches).as_numpy_iterator()
+        while True:
+            try:
+                yield next(windows)
+            except StopIteration:
+                return
+            except tf.errors.OpError:
+                if errors:
+                    raise errors[0] from None
+                raise
 
     def _make_fingerprint(self) -> str:
         """Hash of everything that decides the row stream (not batch size, hosts, or tf.data parallelism)."""
