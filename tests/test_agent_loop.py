@@ -255,13 +255,15 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_pa
 
 
 STUCK_TOOL_EPISODE = '''
-import threading
+import http.server, os, threading, time
 from agentjax.agent.decode import EOS
 from agentjax.agent import loop as loop_module
 from agentjax.agent.loop import AgentLoop, LoopSettings
 from agentjax.agent.methods import EpisodeStart
 from agentjax.tasks.base import Question
 from agentjax.tools.base import FunctionTool
+from agentjax.tools.config import HttpConfig, SerpApiConfig
+from agentjax.tools.serpapi import SerpApiSearch
 
 class NoModel:  # the reply is scripted: no cache to fill
     batch, max_len = 1, 1 << 20
@@ -278,20 +280,40 @@ class OneReply(AgentLoop):
     def _generate(self, rows, cache, logits, window, key):
         return {0: ("Action: search[anything]", EOS)}, cache, logits, window, key
 
-stuck = FunctionTool("search", "never answers", lambda _: threading.Event().wait())
-loop = OneReply(NoModel(), TurnCounter(), EpisodeStart(), lambda q: {"search": stuck},
+class Drip(http.server.BaseHTTPRequestHandler):  # a search API that sends its reply one byte every 1.5 s
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        for byte in b'{"search_metadata": {}, "organic_results": []}':
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(1.5)
+    def log_message(self, *args): pass
+
+if TOOL == "stuck":
+    search = FunctionTool("search", "never answers", lambda _: threading.Event().wait())
+else:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["SERPAPI_API_KEY"] = "test-key"
+    search = SerpApiSearch(SerpApiConfig(base_url=f"http://127.0.0.1:{server.server_address[1]}/search"),
+                           HttpConfig(timeout_s=120, retries=0))
+loop = OneReply(NoModel(), TurnCounter(), EpisodeStart(), lambda q: {"search": search},
                 LoopSettings(max_steps=1, tool_timeout_s=0.2))
 loop.run([Question("q", "?", ("x",))], lambda ep: print(ep.status.value, ep.calls[0].observation, flush=True))
 '''
 
 
-def test_item1_a_stuck_tool_call_cannot_keep_the_process_from_exiting():
-    """An episode whose tool never returns gets its timeout observation, and the process then exits at once (a
-    thread-pool thread stuck in the tool used to keep `agentjax eval` from ever exiting)."""
+@pytest.mark.parametrize("tool", ["stuck", "dripping server"])
+def test_item1_a_stuck_tool_call_cannot_keep_the_process_from_exiting(tool):
+    """An episode whose tool never returns (a function that waits forever, or SerpAPI on a 127.0.0.1 server that
+    drips its reply a byte every 1.5 s, under a 120 s HTTP deadline) gets its timeout observation, and the process
+    then exits at once (a thread-pool thread stuck in the tool used to keep `agentjax eval` from ever exiting)."""
     started = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-c", STUCK_TOOL_EPISODE], capture_output=True, text=True, timeout=60,
-                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        done = subprocess.run([sys.executable, "-c", f"TOOL = {tool!r}\n" + STUCK_TOOL_EPISODE], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     except subprocess.TimeoutExpired:
         pytest.fail("the process did not exit within 60 s of its last episode")
     assert done.returncode == 0, done.stderr

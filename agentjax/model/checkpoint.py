@@ -20,6 +20,7 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError, from_dict, to_dict
+from agentjax.util.atomic import DIRECTORY_MODE
 from agentjax.util.records import read_json
 from agentjax.model.llama import Llama, LlamaConfig
 
@@ -104,6 +105,7 @@ def atomic_directory(out_dir: str | Path):
             shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out_dir.parent))
     try:
+        tmp.chmod(DIRECTORY_MODE)  # mkdtemp makes it 0700: a converted model would be private to its writer
         yield tmp
         os.replace(tmp, out_dir)
     finally:

@@ -1,4 +1,5 @@
-"""Write files atomically (temp file in the same folder, then rename) so no reader sees a partial output."""
+"""Write files atomically (temp file in the same folder, then rename) so no reader sees a partial output; the file
+gets the permissions a plain `open` would give it (temp files are created private)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+UMASK = os.umask(0o022)  # read once at import (reading it means setting it, which is not thread-safe) ...
+os.umask(UMASK)  # ... and put back at once
+FILE_MODE, DIRECTORY_MODE = 0o666 & ~UMASK, 0o777 & ~UMASK  # what open() / mkdir() would create
 
 
 @contextlib.contextmanager
@@ -15,6 +20,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes it 0600: results would be unreadable to anyone else
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
