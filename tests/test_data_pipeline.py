@@ -162,6 +162,18 @@ def test_overlong_policies_drop_truncate_or_name_the_example(shared_data, tok):
         list(Pipeline(make_config(shared_data, seq_len=256, overlong="error"), tok, BATCH))
 
 
+def test_a_window_that_packs_to_no_row_still_counts(shared_data, tok):
+    """One example per window at seq_len 256: a dropped overlong example's window has no row to deliver, yet the
+    pipeline's counters equal the row stream's over the epoch (drops and examples alike)."""
+    config = make_config(shared_data, seq_len=256, pack_window=1)
+    stats, pipeline = epoch_stats(config, tok), Pipeline(config, tok, BATCH)
+    batches = list(pipeline)
+    assert stats["dropped"]["too_long"] > 0
+    assert pipeline.counters["dropped/too_long"] == stats["dropped"]["too_long"]
+    assert pipeline.counters["examples"] == stats["examples"] == sum(len(set(b["segment_ids"][r][b["segment_ids"][r] > 0]))
+                                                                     for b in batches for r in range(BATCH))
+
+
 def test_skip_mode_trains_on_the_good_lines_and_counts_the_bad(shared_data, tok):
     """broken.jsonl with bad_input=skip: the good conversation is packed and each bad line is counted by reason."""
     config = from_dict(DataConfig, {"sources": [{"path": str(shared_data / "fixtures/broken.jsonl"), "format": "agentinstruct"}],
