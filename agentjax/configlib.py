@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from agentjax.util.storage import as_path, is_url
+
 T = TypeVar("T")
 
 
@@ -176,11 +178,12 @@ def merge(base: dict, top: dict) -> dict:
 
 def read_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict:
     """The mapping in a YAML file, with the files its `include:` names merged underneath it."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    if path.resolve() in _including:
-        chain = " -> ".join(str(p) for p in (*_including, path.resolve()))
+    here = path if is_url(path) else path.resolve()
+    if here in _including:
+        chain = " -> ".join(str(p) for p in (*_including, here))
         raise ConfigError(f"{path}: includes itself ({chain})")
     try:
         data = yaml.safe_load(path.read_bytes()) or {}  # from bytes, bytes that are not UTF-8 are a YAMLError
@@ -194,7 +197,7 @@ def read_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: {INCLUDE_KEY}: expected a file name or a list of them, got {includes!r}")
     merged: dict = {}
     for name in includes:
-        merged = merge(merged, read_yaml(path.parent / name, (*_including, path.resolve())))
+        merged = merge(merged, read_yaml(path.parent / name, (*_including, here)))
     return merge(merged, data)
 
 

@@ -11,16 +11,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "agentjax"
 
 # Lowest first. A module may import its own package or any package of a lower rank; equal ranks are independent.
 RANKS = {
-    "util": 0, "configlib": 0, "perf": 0,
-    "sharding": 1,
-    "model": 2, "data": 2,
-    "tools": 3,
-    "tasks": 4,
-    "world": 5, "train": 5,
-    "agent": 6,
-    "quickstart": 7, "aot": 7,
-    "experiment": 8,
-    "cli": 9,
+    "util": 0,
+    "configlib": 1, "perf": 1,
+    "sharding": 2,
+    "model": 3, "data": 3,
+    "tools": 4,
+    "tasks": 5,
+    "world": 6, "train": 6,
+    "agent": 7,
+    "quickstart": 8, "aot": 8,
+    "experiment": 9,
+    "cli": 10,
 }
 
 

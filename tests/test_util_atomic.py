@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from agentjax.model.checkpoint import atomic_directory
+from agentjax.util.atomic import atomic_directory
 from agentjax.util.atomic import atomic_write
 
 

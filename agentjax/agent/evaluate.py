@@ -1,8 +1,9 @@
 """The evaluation harness: episodes over a task's questions, scored, written as transcripts + summary.
 
-`transcripts.jsonl` gets one line per finished episode, flushed as it ends; rerunning the same
-command skips the questions already there (an unreadable line, e.g. torn by a kill, is reported and
-its episode redone), so an interrupted evaluation resumes without redoing or duplicating episodes.
+`transcripts.jsonl` gets one line per finished episode, flushed as it ends (in a bucket, uploaded at most every
+TRANSCRIPT_UPLOAD_S seconds); rerunning the same command skips the questions already there (an unreadable
+line, e.g. torn by a kill, is reported and its episode redone), so an interrupted evaluation resumes without
+redoing or duplicating episodes.
 `summary.json` is written atomically at the end, from all the transcripts.
 """
 
@@ -37,8 +38,10 @@ from agentjax.train.config import RunConfig
 from agentjax.train.run_dir import load_trained_model
 from agentjax.util.atomic import atomic_write
 from agentjax.util.records import read_json, read_log
+from agentjax.util.storage import AppendFile, as_path, make_dirs
 
 TRANSCRIPTS, SUMMARY, CONFIG_RECORD = "transcripts.jsonl", "summary.json", "eval_config.json"
+TRANSCRIPT_UPLOAD_S = 30.0  # a bucket's transcripts object is rewritten whole: at most this often (and at the end)
 
 
 def load_model_and_tokenizer(cfg: EvalConfig, mesh):
@@ -122,7 +125,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     sharding.initialize_distributed()
     cfg = cfg.with_run_defaults()
     system_prompt = cfg.system_prompt_text()
-    out, writer = Path(cfg.output_dir), jax.process_index() == 0
+    out, writer = as_path(cfg.output_dir), jax.process_index() == 0
     mesh = sharding.make_mesh(cfg.mesh, jax.local_devices())
     task, questions, tools_for = task_and_tools(cfg)
     records = finished_records(cfg, out, {q.id for q in questions})
@@ -143,11 +146,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     bar = tqdm(total=len(questions), initial=len(records), desc=f"eval {cfg.task}", unit="episode",
                disable=not (progress and writer), dynamic_ncols=True)
     t0 = time.perf_counter()
-    with (open(out / TRANSCRIPTS, "a") if writer else contextlib.nullcontext()) as f, CompileCounter() as compiles:
+    transcripts = AppendFile(out / TRANSCRIPTS, TRANSCRIPT_UPLOAD_S) if writer else contextlib.nullcontext()
+    with transcripts as f, CompileCounter() as compiles:
         def keep(record: dict) -> None:
             if f is not None:
                 f.write(json.dumps(record) + "\n")
-                f.flush()
             records.append(record)
             bar.update()
             bar.set_postfix({primary: f"{100 * sum(r['scores'][primary] for r in records) / len(records):.1f}"},
@@ -180,7 +183,7 @@ def finished_records(cfg: EvalConfig, out: Path, wanted: set[str]) -> list[dict]
     result = None
     if jax.process_index() == 0:
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            make_dirs(out)
             check_same_evaluation(cfg, out)
             result = {"records": [r for r in read_transcripts(out / TRANSCRIPTS) if r["id"] in wanted]}
         except ConfigError as e:  # raised on every process, not only the one that found it

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from agentjax.model import checkpoint, convert, gguf_import
+from agentjax.model import convert, gguf_import
 from agentjax.train.export import export_hf
+from agentjax.util.atomic import check_new_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    checkpoint.check_new_output(args.dst)  # before loading a model that could not be written anyway
+    check_new_output(args.dst)  # before loading a model that could not be written anyway
     if args.direction == "hf-to-agentjax":
         cfg = convert.hf_to_agentjax(args.src, args.dst, dtype=args.dtype)
         print(f"wrote {args.dst}: {cfg.n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, {cfg.param_dtype}")

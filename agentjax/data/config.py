@@ -11,6 +11,7 @@ from typing import Any, Literal
 from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.formats import FORMATS
 from agentjax.data.templates import AUTO, TEMPLATES
+from agentjax.util.storage import as_path, glob_files
 
 
 @dataclass
@@ -43,14 +44,14 @@ class SourceConfig(ConfigSection):
 
     @property
     def paths(self) -> list[Path]:
-        """The files, with `~`, `$VARS` and globs expanded, in sorted order per pattern."""
+        """The files (local, or in a bucket: gs://), with `~`, `$VARS` and globs expanded, sorted per pattern."""
         out = []
         for pattern in [self.path] if isinstance(self.path, str) else self.path:
             pattern = os.path.expanduser(os.path.expandvars(pattern))
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            matches = glob_files(pattern) if glob.has_magic(pattern) else [as_path(pattern)]
             if not matches:
                 raise ConfigError(f"path: {pattern!r} matches no file")
-            out += [Path(m) for m in matches]
+            out += matches
         return out
 
     @property

@@ -19,6 +19,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from agentjax.util.atomic import atomic_write
 from agentjax.util.records import read_json
+from agentjax.util.storage import as_path
 
 SENTENCEPIECE_FILE, HF_FILE, HF_CONFIG_FILE = "tokenizer.model", "tokenizer.json", "tokenizer_config.json"
 # Never-emitted tokens that pad when a tokenizer.json defines no pad distinct from EOS, tried in order:
@@ -77,7 +78,7 @@ class SentencePieceTokenizer:
         self.chat_template = None
         proto = sentencepiece_model_pb2.ModelProto()
         try:
-            proto.ParseFromString(model if isinstance(model, bytes) else Path(model).read_bytes())
+            proto.ParseFromString(model if isinstance(model, bytes) else as_path(model).read_bytes())
         except Exception as e:  # protobuf's DecodeError says nothing of the file
             raise ValueError(f"{self.source}: not a sentencepiece model ({type(e).__name__}: {e})") from None
         proto.normalizer_spec.add_dummy_prefix = False  # segment-wise encoding must concatenate exactly
@@ -177,7 +178,7 @@ class HFTokenizer:
     """
 
     def __init__(self, path: str | Path):
-        path = Path(path)
+        path = as_path(path)
         self.source = str(path)
         try:
             spec = json.loads(path.read_text(encoding="utf-8"))
@@ -294,14 +295,14 @@ class HFTokenizer:
 
 def find_tokenizer(path: str | Path) -> Path | None:
     """The tokenizer file at `path`: the file itself, or in a directory its tokenizer.json (else tokenizer.model)."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         return next((path / n for n in (HF_FILE, SENTENCEPIECE_FILE) if (path / n).is_file()), None)
     return path if path.is_file() else None
 
 
 def _is_json(file: Path) -> bool:
-    with open(file, "rb") as f:
+    with file.open("rb") as f:
         return f.read(64).lstrip()[:1] == b"{"
 
 
@@ -328,7 +329,7 @@ def copy_tokenizer(path: str | Path, directory: str | Path) -> None:
     """Copy the tokenizer at `path` into `directory` under its standard names, each file atomically; a
     tokenizer.json's tokenizer_config.json comes first, so a found tokenizer file means a complete copy."""
     for name, source in tokenizer_files(path).items():
-        with atomic_write(Path(directory) / name, "wb") as f:
+        with atomic_write(as_path(directory) / name, "wb") as f:
             f.write(source.read_bytes())
 
 

@@ -5,13 +5,8 @@ This is what `agentjax convert hf-to-agentjax` writes and what training starts f
 
 from __future__ import annotations
 
-import glob
 import json
-import logging
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import jax
@@ -20,17 +15,17 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError, from_dict, to_dict
-from agentjax.util.atomic import DIRECTORY_MODE
+from agentjax.util.atomic import atomic_directory
 from agentjax.util.records import read_json
+from agentjax.util.storage import absolute, as_path
 from agentjax.model.llama import Llama, LlamaConfig
 
 FORMAT = "agentjax-llama-v1"
-log = logging.getLogger(__name__)
 
 
 def read_config(model_dir: str | Path, **overrides) -> LlamaConfig:
     """The LlamaConfig stored in a model directory, with some fields changed (e.g. dtype)."""
-    path = Path(model_dir) / "config.json"
+    path = as_path(model_dir) / "config.json"
     if not path.exists():
         raise ConfigError(f"{model_dir}: not an agentjax model directory (no config.json); "
                           "convert one with `agentjax convert hf-to-agentjax HF_DIR OUT_DIR`")
@@ -51,7 +46,7 @@ def restore_params(params_dir: str | Path, model: Llama, mesh) -> None:
     shardings = sharding.state_shardings(state, mesh)
     target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
                           nnx.to_pure_dict(state), nnx.to_pure_dict(shardings))
-    restored = ocp.StandardCheckpointer().restore(Path(params_dir).absolute(), target)
+    restored = ocp.StandardCheckpointer().restore(absolute(params_dir), target)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)
 
@@ -61,7 +56,7 @@ def load_checkpoint(model_dir: str | Path, mesh=None, **overrides) -> Llama:
     cfg = read_config(model_dir, **overrides)
     mesh = mesh or sharding.make_mesh()
     model = abstract_model(cfg)
-    restore_params(Path(model_dir) / "params", model, mesh)
+    restore_params(as_path(model_dir) / "params", model, mesh)
     return model
 
 
@@ -85,46 +80,3 @@ def save_params(state: nnx.State, params_dir: Path) -> None:
 
 def write_config(cfg: LlamaConfig, directory: Path) -> None:
     (Path(directory) / "config.json").write_text(json.dumps({"format": FORMAT, **to_dict(cfg)}, indent=2) + "\n")
-
-
-@contextmanager
-def atomic_directory(out_dir: str | Path):
-    """Yield a temporary directory beside `out_dir` that becomes `out_dir` only if the block succeeds.
-
-    The temporary name carries the writer's process id, so one left behind by a killed writer is recognised (its
-    process is gone) and removed by the next writer of the same `out_dir`.
-    """
-    out_dir = Path(out_dir)
-    check_new_output(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{out_dir.name}.partial-"
-    for left in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = left.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
-            log.warning("removing %s, left behind by a writer that was killed", left)
-            shutil.rmtree(left, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out_dir.parent))
-    try:
-        tmp.chmod(DIRECTORY_MODE)  # mkdtemp makes it 0700: a converted model would be private to its writer
-        yield tmp
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_new_output(out_dir: str | Path) -> None:
-    """FileExistsError unless `out_dir` is free: checked before any slow work, so a taken name fails at once."""
-    if Path(out_dir).exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new output directory or remove it")
-
-
-def _running(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True

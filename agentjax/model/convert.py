@@ -21,6 +21,7 @@ from flax import nnx
 
 from agentjax import sharding
 from agentjax.configlib import ConfigError, from_dict
+from agentjax.util.atomic import atomic_directory, check_new_output
 from agentjax.util.errors import DataError
 from agentjax.util.records import read_json
 from agentjax.model import checkpoint
@@ -176,7 +177,7 @@ def expected_tensors(cfg: LlamaConfig) -> list[TensorMap]:
 def hf_to_agentjax(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = None, mesh=None) -> LlamaConfig:
     """Convert an HF Llama directory into an agentjax model directory; returns the model config."""
     hf_dir = Path(hf_dir)
-    checkpoint.check_new_output(out_dir)
+    check_new_output(out_dir)
     config_path = hf_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{hf_dir}: no config.json")
@@ -231,7 +232,7 @@ def agentjax_to_hf(model: Llama, hf_dir: str | Path, dtype: str | None = None, c
                    write_extra: Callable[[Path], None] | None = None) -> None:
     """Write an HF Llama directory (sharded safetensors + index + config.json, plus `config_fields` such as the
     bos/eos ids) from an agentjax model, atomically; `write_extra(tmp_dir)` adds files (tokenizer, adapters)."""
-    checkpoint.check_new_output(hf_dir)
+    check_new_output(hf_dir)
     cfg = model.config
     dtype = dtype or cfg.param_dtype
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
@@ -244,7 +245,7 @@ def agentjax_to_hf(model: Llama, hf_dir: str | Path, dtype: str | None = None, c
             produce = (lambda v=value, l=layer, n=m.n_in: to_hf(np.asarray(v if l is None else v[l]), n))
             tensors.append((name, _hf_shape(m, value.shape), np_dtype, produce))
     shards = _group_by_size(tensors, SHARD_BYTES)
-    with checkpoint.atomic_directory(hf_dir) as tmp:
+    with atomic_directory(hf_dir) as tmp:
         weight_map = {}
         for n, group in enumerate(shards, 1):
             fname = "model.safetensors" if len(shards) == 1 else f"model-{n:05d}-of-{len(shards):05d}.safetensors"

@@ -16,10 +16,10 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from agentjax.configlib import from_dict
-from agentjax.model import checkpoint
 from agentjax.model.convert import expected_tensors, write_converted
 from agentjax.model.gguf_tokenizer import field, hf_tokenizer_files
 from agentjax.model.llama import LlamaConfig
+from agentjax.util.atomic import check_new_output
 
 # HF tensor name (convert.TENSORS) -> GGUF tensor name
 GGUF_NAMES = {
@@ -171,7 +171,7 @@ def _natural(name: str):
 def gguf_to_agentjax(path: str | Path, out_dir: str | Path, dtype: str | None = None, mesh=None) -> LlamaConfig:
     """Convert a GGUF Llama file into an agentjax model directory with its tokenizer; returns the model config."""
     path = Path(path)
-    checkpoint.check_new_output(out_dir)
+    check_new_output(out_dir)
     reader = open_gguf(path)
     cfg = config_from_gguf(reader, str(path), dtype)
     source = GGUFCheckpoint(reader, cfg, str(path))

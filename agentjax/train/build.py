@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 from agentjax import sharding
 from agentjax.configlib import ConfigError
 from agentjax.util.errors import BadInputPolicy
+from agentjax.util.storage import as_path
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import template_markers
 from agentjax.data.tokenizer import SENTENCEPIECE_FILE, Tokenizer, copy_tokenizer, find_tokenizer, load_tokenizer, train_sentencepiece
@@ -73,7 +74,7 @@ def build_model(cfg: RunConfig, mesh, model_cfg: LlamaConfig, *, shapes_only: bo
         return nnx.eval_shape(lambda: _with_adapters(cfg, Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed))))
     if cfg.model.checkpoint:
         model = abstract_model(model_cfg)
-        restore_params(Path(cfg.model.checkpoint) / "params", model, mesh)
+        restore_params(as_path(cfg.model.checkpoint) / "params", model, mesh)
     else:
         model = sharding.create_sharded(lambda: Llama(model_cfg, rngs=nnx.Rngs(params=cfg.seed)), mesh)
     if cfg.lora is not None:

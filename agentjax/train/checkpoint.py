@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from agentjax.configlib import ConfigError
 from agentjax.train.state import TrainState
+from agentjax.util.storage import absolute
 
 
 
@@ -26,7 +27,7 @@ class Checkpoints:
     """
 
     def __init__(self, run_dir: str | Path, keep: int = 1, asynchronous: bool = True, read_only: bool = False):
-        self.directory = Path(run_dir).absolute() / "checkpoints"
+        self.directory = absolute(run_dir) / "checkpoints"
         if read_only:
             if not self.directory.is_dir():
                 raise FileNotFoundError(f"{run_dir}: no checkpoints/ directory; is this a training run directory?")

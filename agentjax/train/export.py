@@ -17,13 +17,15 @@ import numpy as np
 
 from agentjax.data.templates import AUTO, Template, get_template
 from agentjax.data.tokenizer import HF_CONFIG_FILE, HF_FILE, SENTENCEPIECE_FILE, Tokenizer, find_tokenizer, load_tokenizer
-from agentjax.model.checkpoint import check_new_output, load_checkpoint
+from agentjax.model.checkpoint import load_checkpoint
 from agentjax.model.convert import TENSORS, agentjax_to_hf
 from agentjax.model.llama import Llama
 from agentjax.model.lora import TARGETS, LoRAConfig, merge_lora
 from agentjax.model.safetensors_io import write_safetensors
 from agentjax.train.run_dir import is_run_dir, load_run
+from agentjax.util.atomic import check_new_output
 from agentjax.util.records import read_json
+from agentjax.util.storage import as_path
 
 ADAPTER_DIR = "adapter"
 GENERATION_CONFIG = "generation_config.json"
@@ -80,7 +82,7 @@ def special_ids(tokenizer: Tokenizer, template: Template | None) -> dict:
 def tokenizer_files(tokenizer: Tokenizer, template: Template | None) -> dict[str, bytes]:
     """{file name: bytes}: the tokenizer file as is, its tokenizer_config.json with agentjax's special tokens and
     the chat template, and generation_config.json."""
-    source = Path(tokenizer.source)
+    source = as_path(tokenizer.source)
     hf = source.name == HF_FILE  # run and model directories hold their tokenizer under the standard names
     config_path = source.parent / HF_CONFIG_FILE
     config = read_json(config_path) if hf and config_path.is_file() else {}

@@ -26,22 +26,26 @@ from agentjax.train.build import build_model, resolve_model_config, trainable_fi
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.config import RunConfig
 from agentjax.util.atomic import atomic_write
+from agentjax.util.storage import absolute, as_path, is_url
 
 CONFIG_FILE = "config.yaml"
 log = logging.getLogger(__name__)
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / "checkpoints").is_dir()
+    path = as_path(path)
+    return (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir()
 
 
 def write_run_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Save the run's config: the base checkpoint relative to the run directory (URLs as they are), the tokenizer
-    path absolute (only a record: the run keeps its own copy)."""
+    """Save the run's config: a local base checkpoint relative to a local run directory (absolute for a run in a
+    bucket, URLs as they are), the tokenizer path absolute (only a record: the run keeps its own copy)."""
     checkpoint = cfg.model.checkpoint
-    if checkpoint and "://" not in checkpoint:
-        checkpoint = os.path.relpath(Path(checkpoint).absolute(), Path(run_dir).absolute())
-    path = cfg.tokenizer.path and str(Path(cfg.tokenizer.path).absolute())
+    if checkpoint and not is_url(checkpoint):
+        checkpoint = str(Path(checkpoint).absolute())
+        if not is_url(run_dir):
+            checkpoint = os.path.relpath(checkpoint, Path(run_dir).absolute())
+    path = cfg.tokenizer.path and str(absolute(cfg.tokenizer.path))
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=checkpoint),
                               tokenizer=dataclasses.replace(cfg.tokenizer, path=path))
     with atomic_write(run_dir / CONFIG_FILE) as f:
@@ -51,7 +55,7 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> None:
 def read_run_config(run_dir: str | Path, base: str | Path | None = None) -> RunConfig:
     """The config a run was (last) started with, its base checkpoint resolved against the run directory, or
     replaced by `base` (the same base model, somewhere else now)."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = as_path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"run: {run_dir} is not a training run directory (no {CONFIG_FILE})")
     data = expand_env(read_yaml(path))
@@ -60,10 +64,10 @@ def read_run_config(run_dir: str | Path, base: str | Path | None = None) -> RunC
         if not model.get("checkpoint"):
             raise ConfigError(f"{path}: the run has no base checkpoint (model.checkpoint) to replace with {base}")
         model["checkpoint"] = str(base)
-    elif model.get("checkpoint") and "://" not in model["checkpoint"]:
-        model["checkpoint"] = str(Path(run_dir) / model["checkpoint"])  # relative to the run; absolute stays so
+    elif model.get("checkpoint") and not is_url(model["checkpoint"]):
+        model["checkpoint"] = str(as_path(run_dir) / model["checkpoint"])  # relative to the run; absolute stays so
     checkpoint = model.get("checkpoint")
-    if checkpoint and "://" not in checkpoint and not (Path(checkpoint) / "config.json").is_file():
+    if checkpoint and not (as_path(checkpoint) / "config.json").is_file():
         raise ConfigError(f"{path}: model.checkpoint: the run's base model {checkpoint} is not there (no config.json); "
                           "if the run or its base moved, name the base: eval run_base=DIR, convert --base DIR")
     return from_dict(RunConfig, data, str(path))
@@ -81,7 +85,7 @@ def load_trained_model(run_dir: str | Path, mesh=None, step: int | None = None,
 def load_run(run_dir: str | Path, mesh=None, step: int | None = None,
              base: str | Path | None = None) -> tuple[Llama, Tokenizer, RunConfig]:
     """Like load_trained_model, with LoRA adapters left unmerged, and the run's config (to export adapters)."""
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     cfg = read_run_config(run_dir, base)
     tokenizer = load_tokenizer(run_dir)
     mesh = mesh or sharding.make_mesh()

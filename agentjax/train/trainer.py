@@ -31,6 +31,7 @@ from agentjax.train.metrics import MetricsLog, peak_flops
 from agentjax.train.program import TrainProgram
 from agentjax.train.run_dir import write_run_config
 from agentjax.train.validate import validate_run
+from agentjax.util.storage import as_path, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None):
         self.cfg = cfg
-        self.run_dir = Path(run_dir or cfg.output_dir)
+        self.run_dir = as_path(run_dir or cfg.output_dir)
         sharding.initialize_distributed()
         self.mesh = sharding.make_mesh(cfg.mesh)
         validate_run(cfg, self.mesh)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.run_dir)
         self.tokenizer = prepare_tokenizer(cfg, self.run_dir)
         self.model_cfg = resolve_model_config(cfg, self.tokenizer)
         self.checkpoints = Checkpoints(self.run_dir, cfg.train.keep_checkpoints, cfg.train.async_checkpoints)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 
 from agentjax.configlib import ConfigError
 from agentjax.data.templates import get_template
 from agentjax.data.tokenizer import HF_FILE, SENTENCEPIECE_FILE, find_tokenizer, load_tokenizer
 from agentjax.train.config import RunConfig
+from agentjax.util.storage import as_path
 
 
 def validate_run(cfg: RunConfig, mesh) -> None:
@@ -39,7 +38,7 @@ def check_layout(cfg: RunConfig, mesh, processes: int, max_len: int) -> None:
 def check_files(cfg: RunConfig) -> None:
     """The tokenizer and every data file named by the config exist (globs must match something)."""
     if cfg.tokenizer.path and find_tokenizer(cfg.tokenizer.path) is None:
-        problem = f"holds neither {HF_FILE} nor {SENTENCEPIECE_FILE}" if Path(cfg.tokenizer.path).is_dir() else "does not exist"
+        problem = f"holds neither {HF_FILE} nor {SENTENCEPIECE_FILE}" if as_path(cfg.tokenizer.path).is_dir() else "does not exist"
         raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} {problem}")
     for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
         for i, source in enumerate(data.sources if data is not None else ()):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agentjax.util.errors import DataError
+from agentjax.util.storage import as_path
 from agentjax.util.text import BOM, read_lines, read_text, read_text_escaped, undecodable
 
 _WHITESPACE = " \t\r\n"
@@ -22,10 +23,10 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     The container is told by content: a file whose first character is `[` is one JSON array, otherwise
     JSONL (blank lines are ignored). A broken JSON array is an error for the whole file.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         first = f.read(4096).removeprefix(BOM).lstrip(_WHITESPACE.encode())[:1]
     if first == b"[":
         yield from _iter_json_array(path)
@@ -48,7 +49,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
 
 def read_json(path: str | Path) -> Any:
     """The whole parsed JSON document (e.g. an object keyed by question id, a model's config.json)."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
     try:
@@ -139,7 +140,7 @@ def records(path: str | Path) -> Iterator[tuple[str, Any]]:
 
 def read_csv(path: str | Path) -> Iterator[tuple[str, list[str]]]:
     """(`file:line`, row) for each row of a CSV file (quoted fields may span lines); a row that is not UTF-8 raises."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise DataError(str(path), "missing_file", "file not found")
     reader = csv.reader(io.StringIO(read_text_escaped(path), newline=""))

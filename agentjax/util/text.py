@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from agentjax.util.errors import DataError
+from agentjax.util.storage import as_path
 
 BOM = b"\xef\xbb\xbf"
 _ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape turns undecodable bytes into
@@ -27,7 +28,7 @@ def _decode_line(raw: bytes, origin: str) -> str:
 
 def read_lines(path: str | Path) -> Iterator[tuple[int, str | DataError]]:
     """(line number, text) for each line, end of line kept; a line that is not UTF-8 gives a DataError instead."""
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM):]
@@ -39,7 +40,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str | DataError]]:
 
 def read_text(path: str | Path) -> str:
     """The whole file's text; DataError naming the line and column of the first byte that is not UTF-8."""
-    raw = Path(path).read_bytes().removeprefix(BOM)
+    raw = as_path(path).read_bytes().removeprefix(BOM)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -51,7 +52,7 @@ def read_text(path: str | Path) -> str:
 
 def read_text_escaped(path: str | Path) -> str:
     """The whole file's text with undecodable bytes kept as lone surrogates (see `undecodable`)."""
-    return Path(path).read_bytes().removeprefix(BOM).decode("utf-8", "surrogateescape")
+    return as_path(path).read_bytes().removeprefix(BOM).decode("utf-8", "surrogateescape")
 
 
 def undecodable(text: str) -> bool:
