@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Copy a run directory (checkpoints, metrics, evaluation transcripts) from worker 0 to this machine.
+# Copy a run directory (checkpoints, metrics, evaluation transcripts) to this machine.
 #   TPU_NAME=agentjax-v4 launch/fetch.sh [--dry-run] runs/fireact/llama2-7b-lora-hotpotqa [LOCAL_DIR]
-# The path is relative to the checkout on the worker (~/$REMOTE_DIR), or absolute (e.g. under /mnt/agentjax).
-# On a multi-host slice, worker 0 sees every host's checkpoint shards only when the run wrote to shared
-# storage (setup.sh BUCKET=...); then `gcloud storage cp -r gs://...` from the bucket works as well.
+# A path is relative to the checkout on worker 0 (~/$REMOTE_DIR), or absolute there, or a gs:// URL (a run a pod
+# wrote to its bucket: copied from the bucket, no VM needed).
 source "$(dirname "$0")/common.sh"
 require_gcloud
 
@@ -16,6 +15,12 @@ if [[ ${#paths[@]} -lt 1 ]]; then
   exit 2
 fi
 remote="${paths[0]}"
+if [[ "$remote" == gs://* ]]; then
+  local_dir="${paths[1]:-.}"
+  run mkdir -p "$local_dir"
+  run gcloud storage cp -r "$remote" "$local_dir"
+  exit 0
+fi
 if [[ "$remote" != /* ]]; then remote="$REMOTE_DIR/$remote"; fi
 local_dir="${paths[1]:-$(dirname "${paths[0]}")}"
 run mkdir -p "$local_dir"

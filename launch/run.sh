@@ -3,8 +3,8 @@
 # processes find each other by themselves (jax.distributed), so the same command goes to all hosts. Single-host
 # subcommands (agentjax convert, score, data, compile) go to worker 0 only.
 #   TPU_NAME=agentjax-v4 launch/run.sh [--dry-run] -- agentjax train --config configs/fireact/llama2-7b-lora-hotpotqa.yaml
-# AGENTJAX_DATA, AGENTJAX_MODELS and AGENTJAX_RUNS, when set here, are passed on (paths on the workers, e.g.
-# under /mnt/agentjax). Secrets such as SERPAPI_API_KEY are not passed (they would show in process lists and
+# AGENTJAX_DATA, AGENTJAX_MODELS and AGENTJAX_RUNS, when set here, are passed on (paths on the workers, or
+# gs:// URLs that every host shares). Secrets such as SERPAPI_API_KEY are not passed (they would show in process lists and
 # in --dry-run output): put `export SERPAPI_API_KEY=...` in ~/.agentjax_env on the workers; it is sourced first.
 # DETACH=1 starts the command in the background on every worker (output in ~/$REMOTE_DIR/launch.log) and
 # returns at once, so a long run survives a dropped SSH connection; follow it with

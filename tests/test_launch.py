@@ -49,25 +49,24 @@ def test_create_dry_run_per_accelerator():
 
 
 def test_setup_dry_run_installs_on_all_workers():
-    """setup: archive the checkout, copy it to every worker, install jax[tpu] and agentjax there; BUCKET mounts."""
+    """setup: archive the checkout, copy it to every worker, install jax[tpu] and agentjax with its tpu extra there
+    (gcsfs: gs:// paths); nothing is mounted."""
     cmds = commands(launch("setup.sh", "--dry-run", TPU_NAME="tpu-a"))
     assert cmds[0].startswith("git -C ") and " archive " in cmds[0] and cmds[0].endswith("HEAD")
     assert cmds[1].startswith("gcloud compute tpus tpu-vm scp ") and "tpu-a:agentjax.tar.gz" in cmds[1]
     assert cmds[1].endswith("--worker=all")
     assert cmds[2].startswith("gcloud compute tpus tpu-vm ssh tpu-a --zone=us-central2-b --worker=all '--command=")
-    assert "jax[tpu]" in cmds[2] and "pip install -q -e ~/agentjax" in cmds[2]
-    assert len(cmds) == 3
-    cmds = commands(launch("setup.sh", "--dry-run", TPU_NAME="tpu-a", BUCKET="gs://my-bucket"))
-    assert len(cmds) == 4 and "--worker=all" in cmds[3] and "gcsfuse --implicit-dirs my-bucket /mnt/agentjax" in cmds[3]
+    assert "jax[tpu]" in cmds[2] and "pip install -q -e ~/agentjax[tpu]" in cmds[2]
+    assert len(cmds) == 3 and "gcsfuse" not in " ".join(cmds)
 
 
 def test_run_dry_run_sends_one_command_to_every_worker():
     """run: the command after `--` runs on --worker=all in the checkout's venv; data paths are passed, keys are not."""
     (cmd,) = commands(launch("run.sh", "--dry-run", "--", "agentjax", "train", "--config", "configs/x.yaml",
                              "output_dir=a b", TPU_NAME="pod", ACCELERATOR_TYPE="v5p-64",
-                             AGENTJAX_RUNS="/mnt/agentjax/runs", SERPAPI_API_KEY="secret-key"))
+                             AGENTJAX_RUNS="gs://b/runs", SERPAPI_API_KEY="secret-key"))
     assert cmd.startswith("gcloud compute tpus tpu-vm ssh pod --zone=us-east5-a --worker=all '--command=cd ~/agentjax && ")
-    assert "source .venv/bin/activate" in cmd and "export AGENTJAX_RUNS=/mnt/agentjax/runs;" in cmd
+    assert "source .venv/bin/activate" in cmd and "export AGENTJAX_RUNS=gs://b/runs;" in cmd
     assert cmd.endswith("agentjax train --config configs/x.yaml output_dir=a\\ b'")
     assert "secret-key" not in cmd
     (cmd,) = commands(launch("run.sh", "--dry-run", "--", "agentjax", "train", TPU_NAME="pod", DETACH="1"))
@@ -80,12 +79,15 @@ def test_run_dry_run_sends_one_command_to_every_worker():
 
 
 def test_fetch_and_delete_dry_run():
-    """fetch copies a run directory from worker 0 (relative paths are inside the checkout); delete is --quiet."""
+    """fetch copies a run directory from worker 0 (relative paths are inside the checkout) or from its bucket;
+    delete is --quiet."""
     cmds = commands(launch("fetch.sh", "--dry-run", "runs/fireact/x", TPU_NAME="tpu-a"))
     assert cmds == ["mkdir -p runs/fireact",
                     "gcloud compute tpus tpu-vm scp --recurse tpu-a:agentjax/runs/fireact/x runs/fireact "
                     "--zone=us-central2-b --worker=0"]
-    cmds = commands(launch("fetch.sh", "--dry-run", "/mnt/agentjax/runs/y", "out", TPU_NAME="tpu-a"))
-    assert cmds[1].startswith("gcloud compute tpus tpu-vm scp --recurse tpu-a:/mnt/agentjax/runs/y out ")
+    cmds = commands(launch("fetch.sh", "--dry-run", "/data/runs/y", "out", TPU_NAME="tpu-a"))
+    assert cmds[1].startswith("gcloud compute tpus tpu-vm scp --recurse tpu-a:/data/runs/y out ")
+    assert commands(launch("fetch.sh", "--dry-run", "gs://b/runs/y", "out", TPU_NAME="tpu-a")) == [
+        "mkdir -p out", "gcloud storage cp -r gs://b/runs/y out"]
     assert commands(launch("delete.sh", "--dry-run", TPU_NAME="tpu-a")) == [
         "gcloud compute tpus tpu-vm delete tpu-a --zone=us-central2-b --quiet"]
