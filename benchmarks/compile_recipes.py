@@ -45,7 +45,7 @@ EVALS = {"fireact/eval-hotpotqa-recorded.yaml": "fireact/llama2-7b-lora-hotpotqa
 COLAB_RECIPE, COLAB_EVAL = "fireact/llama2-7b-lora-hotpotqa.yaml", "fireact/eval-hotpotqa-recorded.yaml"
 COLAB_TRAIN = ("mesh.fsdp=-1", "model.overrides.param_dtype=bfloat16", "data.seq_len=1024", "train.global_batch=32",
                "train.micro_batches=32")
-COLAB_DECODE = ("eval.mesh.fsdp=-1", "eval.generation.batch_size=2", "eval.generation.max_len=2048",
+COLAB_DECODE = ("eval.mesh.fsdp=-1", "eval.generation.batch_size=1", "eval.generation.max_len=2048",
                 "model.overrides.param_dtype=bfloat16")
 
 
@@ -129,7 +129,7 @@ def table(rows: list[tuple[Job, dict]]) -> str:
         mesh = "; ".join(f"{part} " + "x".join(str(v) for v in m.values()) for part, m in report["meshes"].items())
         for p in report["programs"]:
             peak = f"{p['peak_bytes'] / 2**30:.2f}" if not p.get("refused") else \
-                f"refused by the compiler: temporaries alone {p['temp_bytes'] / 2**30:.2f}"
+                f"refused by the compiler: needs {p['temp_bytes'] / 2**30:.2f} in all"
             lines.append(f"| {job.label} | {job.slice} | {mesh} | {p['name']} | {peak} | "
                          f"{report['usable_bytes'] / 2**30:.2f} | {'yes' if p['fits'] else '**no**'} | "
                          f"{p['seconds']:.0f} |")
