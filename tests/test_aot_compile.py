@@ -61,6 +61,20 @@ def test_a_tiny_lora_recipe_compiles_for_a_v5e_slice_and_its_state_is_sharded(tm
     assert "train step" in printed and "v5e-4" in printed and "fits" in printed
 
 
+def test_an_evaluation_on_a_multi_host_slice_compiles_for_one_hosts_own_topology(monkeypatch):
+    """Each host evaluates alone, so its programs are compiled for one host: on v5e-16 (4 hosts of 2 x 2 chips) the
+    devices of a v5e:2x2 topology, ids 0-3 of one process; the first host's ids within the slice (0, 1, 4, 5) make
+    libtpu abort ("unexpected device_id 5"). A single-host slice keeps its own devices."""
+    monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    pod = topology.get_slice("v5e-16")
+    devices = topology.slice_devices(pod)
+    assert sorted(d.id for d in devices if d.process_index == 0) == [0, 1, 4, 5]
+    host = topology.host_devices(pod, devices)
+    assert sorted(d.id for d in host) == [0, 1, 2, 3] and {d.process_index for d in host} == {0}
+    single = topology.slice_devices(topology.get_slice("v5e-4"))
+    assert topology.host_devices(topology.get_slice("v5e-4"), single) == single
+
+
 def test_without_libtpu_the_command_says_how_to_install_it(monkeypatch):
     """No libtpu: a config error naming the pip command, not a traceback from deep inside JAX."""
     monkeypatch.setattr(topology, "libtpu_installed", lambda: False)

@@ -21,7 +21,7 @@ from flax import nnx
 from agentjax import sharding
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import DecodePrograms, StopTables, decode_buckets
-from agentjax.aot.topology import GiB, Slice
+from agentjax.aot.topology import GiB, Slice, host_devices
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.packing import BATCH_DTYPES
 from agentjax.model.llama import PRESETS, Llama, LlamaConfig, in_compute_dtype, unstack_layers
@@ -236,8 +236,7 @@ def compile_for_slice(tpu: Slice, devices: list, run: RunConfig | None, evaluati
     if evaluation is not None:
         source = eval_model_section(evaluation, run)
         model_cfg = model_config(source.model, trained_vocab(source), preset, report.assumptions)
-        host = [d for d in devices if d.process_index == devices[0].process_index]
-        mesh = sharding.make_mesh(evaluation.mesh, host)
+        mesh = sharding.make_mesh(evaluation.mesh, host_devices(tpu, devices))
         report.meshes["eval"] = dict(mesh.shape)
         report.programs += compile_programs(decode_programs(evaluation, model_cfg, mesh, report.assumptions),
                                             mesh)

@@ -7,6 +7,7 @@ amount the TPU compiler lets a program use (it refuses programs over it), not th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 
@@ -51,6 +52,17 @@ def get_slice(name: str) -> Slice:
 
 def libtpu_installed() -> bool:
     return importlib.util.find_spec("libtpu") is not None
+
+
+def host_devices(tpu: Slice, devices: list) -> list:
+    """The devices of one host, for a program each host runs alone (an evaluation): `devices` on a single-host
+    slice, else the devices of one host's own topology (its chips per host). libtpu cannot compile for a subset of
+    a larger slice's devices (v5e-16's first host holds device ids 0, 1, 4, 5: "unexpected device_id 5")."""
+    if len({d.process_index for d in devices}) == 1:
+        return devices
+    generation, shape = tpu.topology.split(":")
+    bounds = "x".join(str(b) for b in tpu.host_bounds[:len(shape.split("x"))])
+    return slice_devices(dataclasses.replace(tpu, topology=f"{generation}:{bounds}"))
 
 
 def slice_devices(tpu: Slice, num_slices: int = 1) -> list:
