@@ -9,11 +9,16 @@ exported to the bucket and evaluated from it, into it, with the same bytes and e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
+import re
 import signal
+import threading
 import time
+import urllib.parse
+from http.server import ThreadingHTTPServer
 
 # gcsfs's bucket-layout probe (a gRPC control-plane call per bucket) has no emulator to answer it: plain gcsfs.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
@@ -21,9 +26,11 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 import gcsfs  # noqa: E402
 import numpy as np
 import pytest
-from gcp_storage_emulator.server import create_server
-from train_support import (abstract_like, agentjax_command, base_config, flat_params, run_config, start, subprocess_env,
-                           toy_files, write_config)
+from gcp_storage_emulator.handlers import buckets
+from gcp_storage_emulator.server import RequestHandler
+from gcp_storage_emulator.storage import Storage
+from train_support import (abstract_like, agentjax_command, flat_params, interruptible_config, run_config, start,
+                           subprocess_env, toy_files)
 
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.evaluate import SUMMARY, TRANSCRIPTS, evaluate
@@ -43,20 +50,46 @@ SMALL_WORLD = WorldConfig(countries=4, cities=8, organisations=6, people=24, eva
 pytestmark = pytest.mark.slow
 
 
+class _Handler(RequestHandler):
+    """The emulator's handler, plus the `x-goog-generation` header GCS sends with an object's bytes (tensorstore
+    reads an object's generation from it; without it a read is "Malformed StorageGeneration")."""
+
+    def end_headers(self):
+        found = _MEDIA.match(urllib.parse.urlsplit(self.path).path)
+        if self.command in ("GET", "HEAD") and found and ("alt=media" in self.path or found.group(1)):
+            try:
+                obj = self.storage.get_file_obj(found.group(2), urllib.parse.unquote(found.group(3)))
+                self.send_header("x-goog-generation", obj["generation"])
+                self.send_header("x-goog-metageneration", obj["metageneration"])
+            except Exception:  # not an object (a 404 is on its way)
+                pass
+        super().end_headers()
+
+
+_MEDIA = re.compile(r"^(/download)?/storage/v1/b/([^/]+)/o/(.+)$")
+
+
 @pytest.fixture(scope="module")
 def emulator():
     """The GCS API on a free port, with the bucket; gcsfs (agentjax, orbax's directory calls) and tensorstore
-    (orbax's arrays) pointed at it, in this process and in the child processes started with its environment."""
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    url = f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
+    (orbax's arrays) pointed at it, in this process and in the child processes started with its environment.
+
+    The emulator's request handler is served by a threading HTTP server: its own server answers one connection
+    at a time, and tensorstore and gcsfs keep several open (their keep-alive connections stalled it for minutes).
+    """
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    storage = Storage(use_memory_fs=True)
+    buckets.create_bucket(BUCKET, storage)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, storage))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
     env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     gcsfs.GCSFileSystem.clear_instance_cache()
     yield env
-    server.stop()
+    httpd.shutdown()
+    httpd.server_close()
     for key, value in saved.items():
         os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     gcsfs.GCSFileSystem.clear_instance_cache()
@@ -76,11 +109,7 @@ def committed_steps(files: set[str]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
-    data, tokenizer = toy_files()
-    folder = tmp_path_factory.mktemp("gcs")
-    config = base_config(data, tokenizer, folder / "reference")
-    config["train"].update(steps=STEPS, checkpoint_every=4, keep_checkpoints=2)
-    return write_config(folder / "run.yaml", config)
+    return interruptible_config(tmp_path_factory.mktemp("gcs"), STEPS)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_support import (abstract_like, agentjax_command, base_config, flat_params, run_config, start, subprocess_env,
-                           toy_files, write_config)
+from train_support import (abstract_like, agentjax_command, flat_params, interruptible_config, run_config, start,
+                           subprocess_env)
 
 from agentjax.train.checkpoint import Checkpoints
 from agentjax.train.metrics import read_metrics
@@ -61,11 +61,7 @@ def plant_half_written_checkpoint(run_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
-    data, tokenizer = toy_files()
-    folder = tmp_path_factory.mktemp("resume")
-    config = base_config(data, tokenizer, folder / "reference")
-    config["train"].update(steps=STEPS, checkpoint_every=4, keep_checkpoints=2)
-    return write_config(folder / "run.yaml", config)
+    return interruptible_config(tmp_path_factory.mktemp("resume"), STEPS)
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,15 @@ def base_config(data: Path, tokenizer: Path, out: Path) -> dict:
     }
 
 
+def interruptible_config(folder: Path, steps: int) -> Path:
+    """The tiny run for `steps` steps, checkpointed every 4 steps keeping 2, written to `folder`/run.yaml (its
+    output_dir `folder`/reference): long enough to be killed part-way and resumed."""
+    data, tokenizer = toy_files()
+    config = base_config(data, tokenizer, folder / "reference")
+    config["train"].update(steps=steps, checkpoint_every=4, keep_checkpoints=2)
+    return write_config(folder / "run.yaml", config)
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
