@@ -1,9 +1,16 @@
-"""Token cross-entropy fused with the output projection, computed in chunks of the sequence.
+"""Token cross-entropy fused with the output projection, computed in chunks, only where tokens are supervised.
 
 The logits of a batch ([B,T,V] float32: 262 MB for 4 x 512 tokens of a 32k vocabulary) are never held
 whole: each chunk's logits are made, reduced to the loss sums and, when differentiating, turned at once
 into the gradients of the features and of the output kernel, then dropped. The backward pass only scales
 those gradients by the incoming cotangent, so there is no recomputation and no logits residual.
+
+Two savings make the output projection cost what the loss needs, not what the batch holds:
+- each row's supervised tokens are moved to its front (a stable sort by weight == 0) and chunks that then hold
+  no supervised token in any row are skipped, so prompts and observations cost no logits (about half of an
+  agent trajectory's tokens);
+- the kernel's gradient is computed only when the kernel is being differentiated (not under LoRA, where the
+  output projection is frozen).
 """
 
 from __future__ import annotations
@@ -32,62 +39,74 @@ def _chunks(x: jax.Array, c: int) -> jax.Array:
     return x.reshape(b, (t + pad) // c, c, *x.shape[2:]).swapaxes(0, 1)
 
 
-def _chunk_sums(h, kernel, targets, weights):
-    """Logits of one chunk [B,c,V] and the per-token log-partition and target logit (float32)."""
-    logits = jax.lax.dot_general(h, kernel, (((2,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-    logits = constrain(logits, ("act_batch", "length", "act_vocab"))
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return logits, log_z, target
+def _supervised_first(weights: jax.Array) -> jax.Array:
+    """Per row, the token order that puts supervised tokens (weight != 0) first, each group in its own order."""
+    return jnp.argsort(weights == 0, axis=1, stable=True)
 
 
-def _sums(h, kernel, targets, weights, z_loss, c, with_grads: bool):
-    """(nll sum, z sum) and, with_grads, d(nll + z_loss z)/d(h, kernel), one chunk at a time."""
-    def body(carry, xs):
+def _sums(h, kernel, targets, weights, z_loss, c, grad_h: bool, grad_kernel: bool):
+    """(nll sum, z sum, d/dh or None, d/dkernel or None) of d(nll + z_loss z), one chunk of supervised tokens at a
+    time; the gradients only as asked."""
+    order = _supervised_first(weights)
+    take = functools.partial(jnp.take_along_axis, indices=order, axis=1)
+    hs, ts, ws = jnp.take_along_axis(h, order[..., None], axis=1), take(targets), take(weights)
+
+    def chunk(carry, xs):
         nll, z, dkernel = carry
         hc, tc, wc = xs
-        logits, log_z, target = _chunk_sums(hc, kernel, tc, wc)
+        logits = jax.lax.dot_general(hc, kernel, (((2,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("act_batch", "length", "act_vocab"))
+        log_z = jax.nn.logsumexp(logits, axis=-1)
+        target = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
         nll = nll + jnp.sum(wc * (log_z - target))
         z = z + jnp.sum(wc * jnp.square(log_z))
-        if not with_grads:
+        if not (grad_h or grad_kernel):
             return (nll, z, dkernel), None
         probs = jnp.exp(logits - log_z[..., None])
         onehot = jax.nn.one_hot(tc, logits.shape[-1], dtype=jnp.float32)
-        g = (wc * (1.0 + 2.0 * z_loss * log_z))[..., None] * probs - wc[..., None] * onehot
-        g = g.astype(hc.dtype)
+        g = ((wc * (1.0 + 2.0 * z_loss * log_z))[..., None] * probs - wc[..., None] * onehot).astype(hc.dtype)
+        if grad_kernel:
+            dkernel = dkernel + jax.lax.dot_general(hc, g, (((0, 1), (0, 1)), ((), ())),
+                                                    preferred_element_type=jnp.float32)
+        if not grad_h:
+            return (nll, z, dkernel), None
         dh = jax.lax.dot_general(g, kernel, (((2,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-        dkernel = dkernel + jax.lax.dot_general(hc, g, (((0, 1), (0, 1)), ((), ())), preferred_element_type=jnp.float32)
         return (nll, z, dkernel), dh.astype(hc.dtype)
 
-    t = h.shape[1]
-    xs = (_chunks(h, c), _chunks(targets, c), _chunks(weights, c))
+    def body(carry, xs):
+        """A chunk with no supervised token adds nothing: skip its logits."""
+        skip = lambda carry, xs: (carry, jnp.zeros_like(xs[0]) if grad_h else None)
+        return jax.lax.cond(jnp.any(xs[2] != 0), chunk, skip, carry, xs)
+
     zero = jnp.zeros((), jnp.float32)
-    dkernel = jnp.zeros(kernel.shape if with_grads else (), jnp.float32)
-    (nll, z, dkernel), dh = jax.lax.scan(body, (zero, zero, dkernel), xs)
-    if not with_grads:
-        return nll, z
-    dh = dh.swapaxes(0, 1).reshape(h.shape[0], -1, h.shape[2])[:, :t]
-    return nll, z, dh, dkernel.astype(kernel.dtype)
+    dkernel = jnp.zeros(kernel.shape if grad_kernel else (), jnp.float32)
+    (nll, z, dkernel), dh = jax.lax.scan(body, (zero, zero, dkernel), (_chunks(hs, c), _chunks(ts, c), _chunks(ws, c)))
+    if grad_h:  # back to the tokens' own order
+        dh = dh.swapaxes(0, 1).reshape(h.shape[0], -1, h.shape[2])[:, :h.shape[1]]
+        dh = jnp.zeros_like(dh).at[jnp.arange(h.shape[0])[:, None], order].set(dh)
+    return nll, z, dh if grad_h else None, dkernel.astype(kernel.dtype) if grad_kernel else None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _fused(h, kernel, targets, weights, z_loss, c):
-    nll, z = _sums(h, kernel, targets, weights, z_loss, c, with_grads=False)
+    nll, z, _, _ = _sums(h, kernel, targets, weights, z_loss, c, grad_h=False, grad_kernel=False)
     return nll + z_loss * z, nll, z
 
 
 def _fused_fwd(h, kernel, targets, weights, z_loss, c):
-    nll, z, dh, dkernel = _sums(h, kernel, targets, weights, z_loss, c, with_grads=True)
-    return (nll + z_loss * z, nll, z), (dh, dkernel, targets, weights)
+    nll, z, dh, dkernel = _sums(h.value, kernel.value, targets.value, weights.value, z_loss, c,
+                                grad_h=h.perturbed, grad_kernel=kernel.perturbed)
+    return (nll + z_loss * z, nll, z), (dh, dkernel, weights.value)
 
 
 def _fused_bwd(z_loss, c, saved, cotangents):
-    dh, dkernel, targets, weights = saved
+    dh, dkernel, weights = saved
     g = cotangents[0]  # nll and z leave `cross_entropy_sums` under stop_gradient: their cotangents are zero
-    return (g * dh).astype(dh.dtype), (g * dkernel).astype(dkernel.dtype), None, jnp.zeros_like(weights)
+    scale = lambda d: None if d is None else (g * d).astype(d.dtype)
+    return scale(dh), scale(dkernel), None, jnp.zeros_like(weights)
 
 
-_fused.defvjp(_fused_fwd, _fused_bwd)
+_fused.defvjp(_fused_fwd, _fused_bwd, symbolic_zeros=True)
 
 
 def cross_entropy_sums(h: jax.Array, kernel: jax.Array, targets: jax.Array, weights: jax.Array,
