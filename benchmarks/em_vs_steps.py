@@ -2,7 +2,7 @@
 
     python benchmarks/em_vs_steps.py [--steps 10,20,40,80] [--out runs/bench/em_vs_steps] [key=value ...]
 
-One quickstart training run (SmolLM2-135M-Instruct + LoRA on the world's teacher trajectories, the
+One quickstart training run (SmolLM2-135M-Instruct fine-tuned on the world's teacher trajectories, the
 quickstart's recipe; `key=value` changes it like `agentjax quickstart` does) goes to the last step, keeping a
 checkpoint at every listed step; each checkpoint then plays the quickstart's held-out questions with the real
 tool loop. The learning-rate schedule spans the whole run, so a point is "step k of this run", not "a k-step
