@@ -19,7 +19,7 @@ from agentjax.agent.decode import EOS, Decoder
 from agentjax.agent.evaluate import CONFIG_RECORD, TRANSCRIPTS, evaluate, read_transcripts
 from agentjax.agent import loop as loop_module
 from agentjax.agent.loop import AgentLoop, LoopSettings
-from agentjax.agent.methods import EpisodeStart, extract_action
+from agentjax.agent.methods import EpisodeStart, extract_action, stated_answer
 from agentjax.configlib import ConfigError, from_dict
 from agentjax.data.formats import read_conversations
 from agentjax.data.templates import get_template, template_markers
@@ -226,6 +226,19 @@ def test_actions_are_read_from_react_and_chat_replies():
     assert extract_action("Thought: a\nAction: search[Foo Bar]") == "search[Foo Bar]"
     assert extract_action("I should look it up.\nsearch[Foo]") == "search[Foo]"
     assert extract_action("The answer is 4.") is None
+
+
+def test_a_chat_reply_states_its_answer_and_a_system_prompt_lists_the_episodes_own_tools(world_questions):
+    """A reply without a tool call answers after its last "the answer is" (else the whole reply is the answer),
+    and `{tools}` in the system prompt becomes the tools this episode was given, not the toolkit's full set."""
+    assert stated_answer("Search found it: so the answer is Lake Tumo.") == "Lake Tumo"
+    assert stated_answer("First, 3. The answer is 4, so the answer is 5.") == "5"
+    assert stated_answer("1, 2, 3.") == "1, 2, 3"
+    _, toolkit = world_questions
+    tools = {k: v for k, v in toolkit.new_episode().items() if k != "calculate"}
+    system = EpisodeStart("Tools:\n{tools}\nGo.").conversation("q?", "q1", tools).turns[0].content
+    assert "search[" in system and "lookup[" in system
+    assert "calculate" not in system and "finish[" not in system  # finish ends episodes: not a tool to list
 
 
 def test_an_interrupted_evaluation_resumes_without_redoing_or_duplicating(tmp_path, world_questions):

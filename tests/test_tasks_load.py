@@ -89,7 +89,7 @@ def test_missing_file_and_unknown_task(tmp_path):
         get_task("hotpotqa").load(tmp_path, "dev")
     with pytest.raises(ConfigError, match="did you mean 'hotpotqa'"):
         get_task("hotpotq")
-    assert sorted(TASKS) == ["bamboogle", "gsm8k", "hotpotqa", "mmlu", "strategyqa", "world"]
+    assert sorted(TASKS) == ["bamboogle", "gsm8k", "hotpotqa", "mmlu", "strategyqa", "world", "world-hallucination"]
 
 
 def test_limit():

@@ -10,7 +10,7 @@ import pytest
 
 from agentjax.data.conversation import Conversation
 from agentjax.world.teacher import METHODS, MISTAKES, REFLECTIONS, Teacher, generate_trajectories
-from agentjax.world.trajectory_format import chat_action, chat_answer
+from agentjax.agent.methods import ANSWER_CUE, extract_action, stated_answer
 from agentjax.world.build import SPLITS, WorldConfig, build_world
 from agentjax.world.task import WorldTask
 from agentjax.world.entities import ORG_SUFFIXES
@@ -41,7 +41,7 @@ def _final_answer(conv: Conversation) -> str:
     """The answer of a trajectory's last assistant turn: finish[...] in ReAct, "the answer is ..." in chat."""
     last = conv.turns[-1]
     action = parse_action(_action(last))
-    return action.argument if action and action.name == "finish" else chat_answer(last.content)
+    return action.argument if action and action.name == "finish" else stated_answer(last.content)
 
 
 def test_scripted_teacher_solves_every_clean_question(world):
@@ -132,7 +132,7 @@ def test_no_tool_negatives_never_call_a_tool(train):
     negatives = train["no_tool"]
     assert negatives and all(c.turns[0].role == "system" and "search[" in c.turns[0].content for c in negatives)
     for conv in negatives:
-        assert all(chat_action(t.content) is None for t in conv.turns if t.role == "assistant")
+        assert all(extract_action(t.content) is None for t in conv.turns if t.role == "assistant")
         assert "tool" not in [t.role for t in conv.turns]
 
 
@@ -141,8 +141,8 @@ def test_chat_format_is_natural_and_parseable(train):
     for conv in train["chat"]:
         replies = [t for t in conv.turns if t.role == "assistant"]
         assert not [t for t in replies if "Thought:" in t.content or "Action:" in t.content]
-        assert all(chat_action(t.content) is not None for t in replies[:-1])
-        assert chat_action(replies[-1].content) is None and chat_answer(replies[-1].content)
+        assert all(extract_action(t.content) is not None for t in replies[:-1])
+        assert extract_action(replies[-1].content) is None and ANSWER_CUE in replies[-1].content
 
 
 def test_calculator_questions_need_the_calculator(world, train):

@@ -51,8 +51,10 @@ class EvalConfig(ConfigSection):
     method: Literal["react", "cot", "reflexion"] = "react"
     max_steps: int = 11
     max_attempts: int = 2  # reflexion: answers checked against the gold before the episode ends
-    system_prompt: str = ""
+    system_prompt: str = ""  # "{tools}" in it becomes the episode's tools, one "- name[argument]: ..." line each
     system_prompt_file: str | None = None  # e.g. few-shot examples for a prompted (not fine-tuned) model
+    # a reply with no tool call: "invalid" tells the agent so; "answer" ends the episode with the answer it states
+    # (after "the answer is" when it says that, as chat-format agents do; else the whole reply)
     reply_without_action: Literal["invalid", "answer"] = "invalid"
     conditioning: ConditioningConfig | None = None  # NAT: ask for the positive outcome (default: the run's)
     generation: GenerationConfig = field(default_factory=GenerationConfig)

@@ -63,7 +63,7 @@ def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Que
     primary = task.metrics[0]
 
     def tools_for(q: Question) -> Mapping[str, Tool]:
-        return toolkit.new_episode(is_correct=(lambda answer: task.score(answer, q)[primary] == 1.0) if checked else None)
+        return task.episode_tools(toolkit, q, (lambda answer: task.score(answer, q)[primary] == 1.0) if checked else None)
 
     return task, task.load(cfg.task_path, cfg.split, cfg.limit), tools_for
 

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from agentjax.agent.decode import CONTEXT_FULL, RUNNING, STOP_REASONS, Decoder, Sampling
-from agentjax.agent.methods import EpisodeStart, extract_action
+from agentjax.agent.methods import EpisodeStart, extract_action, stated_answer
 from agentjax.data.conversation import Conversation, Turn
 from agentjax.data.templates import Template
 from agentjax.tasks.base import Question
@@ -53,7 +53,7 @@ class LoopSettings:
     sampling: Sampling = Sampling()
     tool_timeout_s: float = 60.0  # an observation says so when a tool takes longer
     observation_max_chars: int = OBSERVATION_MAX_CHARS  # longer observations are cut (the cut is marked)
-    reply_without_action: str = "invalid"  # "invalid": tell the agent; "answer": the reply is its final answer
+    reply_without_action: str = "invalid"  # "invalid": tell the agent; "answer": it states the final answer
     seed: int = 0
 
 
@@ -124,7 +124,8 @@ class AgentLoop:
         while True:
             for r in range(len(rows)):
                 if rows[r] is None and (q := next(queue, None)) is not None:
-                    rows[r] = Episode(q, self.start.conversation(q.question, q.id), self.tools_for(q), ids=held[r])
+                    tools = self.tools_for(q)
+                    rows[r] = Episode(q, self.start.conversation(q.question, q.id, tools), tools, ids=held[r])
             if all(e is None for e in rows):
                 return
             cache, logits = self._sync_caches(rows, cache, logits, on_done)
@@ -205,7 +206,7 @@ class AgentLoop:
                 continue
             action = extract_action(ep.conversation.turns[-1].content)
             if action is None and self.settings.reply_without_action == "answer":
-                ep.prediction = ep.conversation.turns[-1].content.strip()
+                ep.prediction = stated_answer(ep.conversation.turns[-1].content)
                 self._end(rows, r, EpisodeStatus.FINISHED, on_done)
                 continue
             pending[r] = (action, start_tool_call(ep.tools, action or ep.conversation.turns[-1].content,

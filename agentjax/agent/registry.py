@@ -12,9 +12,11 @@ from agentjax.tasks.gsm8k import GSM8K
 from agentjax.tasks.hotpotqa import HotpotQA
 from agentjax.tasks.mmlu import MMLU
 from agentjax.tasks.strategyqa import StrategyQA
+from agentjax.world.hallucination import WorldHallucinationTask
 from agentjax.world.task import WorldTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (HotpotQA, StrategyQA, Bamboogle, MMLU, GSM8K, WorldTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (HotpotQA, StrategyQA, Bamboogle, MMLU, GSM8K, WorldTask,
+                                                  WorldHallucinationTask)}
 
 
 def task_class(name: str) -> type[Task]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping
 
 from agentjax.configlib import ConfigSection
 from agentjax.tasks.scoring import best_over, exact_match, f1_score
+from agentjax.tools.base import Tool
 from agentjax.tools.config import ToolsConfig
 from agentjax.tools.registry import Toolkit
 from agentjax.util.errors import DataError
@@ -58,6 +59,11 @@ class Task(ABC):
     def toolkit(self, tools: ToolsConfig, split: str) -> Toolkit:
         """The tools of this task's episodes: the configured ones (a task with its own tools overrides this)."""
         return Toolkit(tools)
+
+    def episode_tools(self, toolkit: Toolkit, question: Question,
+                      is_correct: Callable[[str], bool] | None) -> Mapping[str, Tool]:
+        """The tools one question's episode is offered: all of the toolkit's (a task may withhold some)."""
+        return toolkit.new_episode(is_correct=is_correct)
 
     @abstractmethod
     def load(self, path: str | Path, split: str = "dev", limit: int | None = None) -> list[Question]:

@@ -66,6 +66,11 @@ class ToolResult:
     action: Action | None = None
 
 
+def tool_list(tools: Mapping[str, Tool]) -> str:
+    """`- name[argument]: what it does` per tool an agent calls for information (not those that end an episode)."""
+    return "\n".join(f"- {t.description}" for t in tools.values() if not getattr(t, "ends_episode", False))
+
+
 def run_action(tools: Mapping[str, Tool], text: str, max_chars: int = OBSERVATION_MAX_CHARS) -> ToolResult:
     """Parse `name[argument]` and call the tool; bad actions and tool failures become observations, not exceptions.
 

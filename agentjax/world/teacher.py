@@ -21,7 +21,7 @@ from agentjax.world.task import WorldTask
 from agentjax.world.entities import RELATIONS, read_fact
 from agentjax.world.questions import Hop, Program, Region, calc_expression, conclude, gold_answer, hop_subject
 from agentjax.world.tools import WorldToolkit
-from agentjax.tools.base import Tool, run_action
+from agentjax.tools.base import Tool, run_action, tool_list
 
 METHODS = ("react", "cot", "reflexion", "noisy", "chat", "no_tool", "general")
 MISTAKES = ("wrong_query", "wrong_hop", "wrong_arithmetic", "give_up")
@@ -217,8 +217,7 @@ class Teacher:
         self.world, self.split = world, split
         self.task = WorldTask(world)
         self.toolkit = WorldToolkit(world, split)
-        descriptions = [t.description for name, t in self.toolkit.new_episode().items() if name != "finish"]
-        self.chat_system = chat_system_prompt(descriptions)
+        self.chat_system = chat_system_prompt(tool_list(self.toolkit.new_episode()))
 
     def _conversation(self, question: Question, method: str, turns: list[Turn], answer: str | None,
                       id_suffix: str = "", **meta: str) -> Conversation:

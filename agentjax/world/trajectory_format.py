@@ -2,7 +2,7 @@
 
 ReAct: assistant turns `Thought: ...\\nAction: tool[arg]`, observations as `tool` turns, the last action finish[...].
 Chat: the system turn lists the tools; a reply that calls a tool ends with a line `tool[arg]`; the final reply
-calls none and ends with "the answer is X." `chat_action` and `chat_answer` read replies back for the agent loop.
+calls none and ends with "the answer is X." (the agent loop reads it back with `agent.methods.stated_answer`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentjax.data.conversation import Conversation, Turn
-from agentjax.tools.base import Action, parse_action
-
-ANSWER_CUE = "the answer is "
 
 
 @dataclass(frozen=True)
@@ -34,9 +31,10 @@ def react_turns(question: str, steps: list[Step]) -> list[Turn]:
     return turns
 
 
-def chat_system_prompt(tool_descriptions: list[str]) -> str:
-    """The system turn of chat-format conversations: how to call a tool, which tools exist, how to answer."""
-    listed = "\n".join(f"- {d}" for d in tool_descriptions)
+def chat_system_prompt(listed: str) -> str:
+    """The system turn of chat-format conversations: how to call a tool, the `listed` tools, how to answer.
+
+    `listed` is `tools.base.tool_list(...)`, or at evaluation the placeholder that each episode's tools replace."""
     return ("You answer questions about a world of invented people, places and organisations. To use a tool, end "
             f"your reply with one line such as search[Name]. Tools:\n{listed}\n"
             "Do not call a tool when none is needed. End the final reply to a question with: the answer is ...")
@@ -50,18 +48,6 @@ def chat_turns(system: str, question: str, steps: list[Step]) -> list[Turn]:
         turns.append(Turn("tool", step.observation))
     turns.append(Turn("assistant", steps[-1].thought, train=True))
     return turns
-
-
-def chat_action(reply: str) -> Action | None:
-    """The tool call a chat reply ends with (its last line, `name[argument]`), or None for a final answer."""
-    lines = reply.strip().splitlines()
-    return parse_action(lines[-1]) if lines else None
-
-
-def chat_answer(reply: str) -> str | None:
-    """The answer a final chat reply gives after "the answer is", or None."""
-    start = reply.lower().rfind(ANSWER_CUE)
-    return None if start < 0 else reply[start + len(ANSWER_CUE):].strip().removesuffix(".").strip()
 
 
 def react_system_prompt(tool_descriptions: str, examples: list[Conversation]) -> str:
