@@ -84,6 +84,8 @@ def jobs() -> list[Job]:
         rel = str(path.relative_to(CONFIGS))
         if path.name.startswith("_") or path.name.startswith("eval-") or rel.startswith("mesh/") or "/" not in rel:
             continue
+        if recipe_slice(path) == "cpu":  # sized for a CPU host: no TPU to compile for
+            continue
         out.append(Job(rel, recipe_slice(path), ("--config", str(path)), shape_key(load(RunConfig, path))))
     for ev, recipe in EVALS.items():
         run, cfg = load(RunConfig, CONFIGS / recipe), load(EvalConfig, CONFIGS / ev)

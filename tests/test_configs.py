@@ -28,8 +28,9 @@ share_compilations()  # recipes that compile the same train step (e.g. all FireA
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_YAML = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
 
-# TPU slice -> (JAX devices, HBM per device in GiB); one device per chip (v4 and v5p chips are megacores).
-SLICES = {"v4-8": (4, 32), "v5e-16": (16, 16), "v5p-64": (32, 95)}
+# Slice -> (JAX devices, memory per device in GiB): TPU slices (one device per chip; v4 and v5p chips are
+# megacores), and one CPU host of this project's machine type (24 GiB).
+SLICES = {"v4-8": (4, 32), "v5e-16": (16, 16), "v5p-64": (32, 95), "cpu": (1, 24)}
 
 
 def kind(name: str) -> str:
@@ -89,7 +90,7 @@ def user_tree(shared_data, tmp_path_factory):
         json.dumps({"question": "A crate holds 6 jars. How many jars are in 4 crates?", "answer": "6*4=24\n#### 24"}) + "\n"
         + json.dumps({"question": "Half of 30 apples are eaten. How many are left?", "answer": "30/2=15\n#### 15"}) + "\n")
 
-    # One tiny model with a tokenizer trained on every sample format stands in for every Llama-2 size.
+    # One tiny model with a tokenizer trained on every sample format stands in for every Llama-2 size and SmolLM2.
     sources = [(data / "fireact/finetune/gpt_format/hotpotqa.jsonl", "fireact"), (fixtures / "nat_sample.json", "nat"),
                (fixtures / "agentinstruct_sample.jsonl", "agentinstruct"), (fixtures / "sharegpt_sample.json", "sharegpt"),
                (fixtures / "agentflan_sample.jsonl", "agentflan"), (data / "nat/hotpotqa_trajectories.jsonl", "agentjax")]
@@ -99,8 +100,8 @@ def user_tree(shared_data, tmp_path_factory):
     models = root / "models"
     model = Llama(preset("tiny", vocab_size=tokenizer.vocab_size), rngs=nnx.Rngs(0))
     save_checkpoint(model, models / "llama2-7b-chat", extra_files=[tokenizer_file])
-    for size in ("13b", "70b"):
-        link(models / "llama2-7b-chat", models / f"llama2-{size}-chat")
+    for name in ("llama2-13b-chat", "llama2-70b-chat", "smollm2-135m"):
+        link(models / "llama2-7b-chat", models / name)
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AGENTJAX_DATA", str(data))
@@ -184,7 +185,7 @@ def test_mesh_preset_spans_exactly_its_slice(slice_name):
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_recipe_fits_its_tpu_slice(name, user_tree):
+def test_recipe_fits_its_slice(name, user_tree):
     """On its slice, the recipe's batch splits into whole rows per device, rows fit the real model's context,
     and the float32 training state (16 bytes a parameter for full fine-tuning, 4 with LoRA's frozen base)
     takes at most 60% of the slice's memory, leaving the rest for activations."""

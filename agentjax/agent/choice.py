@@ -43,7 +43,8 @@ def prompt_ids(template: Template, question: Question) -> list[int]:
 def choice_accuracy(model: Llama, template: Template, questions: list[Question], batch_size: int = 16,
                     progress: bool = True) -> dict:
     """Accuracy (%) of the most likely option letter over `questions` (gold: `answers[0]`), overall and per subject."""
-    right = [pick == q.answers[0] for pick, q in zip(choose(model, template, questions, batch_size, progress), questions)]
+    picks = choose(model, template, questions, batch_size, progress)
+    right = [pick == q.answers[0] for pick, q in zip(picks, questions)]
     by_subject = collections.defaultdict(list)
     for ok, q in zip(right, questions):
         by_subject[q.meta.get("subject", "")].append(ok)
@@ -86,7 +87,7 @@ def choose(model: Llama, template: Template, questions: list[Question], batch_si
 
 
 def spread(questions: list[Question], n: int | None) -> list[Question]:
-    """`n` questions spaced evenly through the list (every subject of a sorted MMLU folder in proportion); all if None."""
+    """`n` questions spaced evenly through the list (each MMLU subject in proportion); all if None."""
     if n is None or n >= len(questions):
         return questions
     return [questions[i * len(questions) // n] for i in range(n)]

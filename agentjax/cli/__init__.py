@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agentjax.cli.train", "fine-tune a model on trajectories (resumes the run in its output_dir)"),
     "eval": ("agentjax.cli.eval", "evaluate an agent on a task with real tool calls (resumable)"),
     "quickstart": ("agentjax.quickstart", "train and evaluate a small agent on a generated tool-use world, on CPU"),
-    "experiment": ("agentjax.experiment", "the papers' comparisons on the generated world (FireAct, NAT, AgentTuning)"),
+    "experiment": ("agentjax.experiment", "the papers' comparisons on the generated world (FireAct, NAT, AgentTuning, Agent-FLAN)"),
     "compile": ("agentjax.cli.compile", "compile a recipe's train step and eval decoder for a TPU slice (no TPU needed)"),
     "demo": ("agentjax.cli.demo", "build a small Llama and show it runs (forward, cache, sharding)"),
     "score": ("agentjax.cli.score", "re-score a FireAct-style results file (EM/F1 or accuracy) with agentjax's scorer"),

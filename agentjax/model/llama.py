@@ -101,6 +101,9 @@ PRESETS: dict[str, dict] = {
         rope_scaling=dict(kind="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                           original_max_position=8192),
     ),
+    # SmolLM2-135M(-Instruct)'s shapes, for compiling and sizing without its weights (they come from its GGUF).
+    "smollm2-135m": dict(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, head_dim=64, mlp_dim=1536,
+                         norm_eps=1e-5, rope_theta=100000.0, max_seq_len=8192, tie_embeddings=True),
     # Small sizes for tests, the CPU quickstart and benchmarks.
     "tiny": dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
                  max_seq_len=512, remat="none"),
