@@ -261,24 +261,33 @@ def paired_recipe(eval_cfg_run: str) -> str:
 @pytest.mark.parametrize("name", EVALS)
 def test_eval_config_matches_its_recipe_and_builds_its_task_and_tools(name, run_recipe, user_tree):
     """The eval config points at a recipe's run, renders prompts as that run was trained (template, its
-    options, the same conditioning labels), and its task questions and tools build from the user's files."""
+    options, the same conditioning labels), and its task questions and tools build from the user's files. A
+    prompted baseline (no run) names a model directory and builds its few-shot system prompt."""
     from agentjax.agent.evaluate import task_and_tools
 
-    recipe = paired_recipe(expand_env(read_yaml(CONFIGS / name)["run"]))
-    train_cfg, _, _ = run_recipe(recipe)  # the 2-step run provides a real run directory to validate against
-    cfg = load(EvalConfig, CONFIGS / name, [f"tools.http.cache_dir={user_tree / 'tool-cache'}"]).with_run_defaults()
-    assert cfg.run == train_cfg.output_dir
-    assert cfg.template == train_cfg.data.template
-    assert {k: v for k, v in cfg.template_options.items() if k != "train_observations"} == \
-        {k: v for k, v in train_cfg.data.template_options.items() if k != "train_observations"}  # training-only option
-    trained = train_cfg.data.conditioning
-    if trained.mode == "none":
-        assert cfg.conditioning is None
+    overrides = [f"tools.http.cache_dir={user_tree / 'tool-cache'}"]
+    run = read_yaml(CONFIGS / name)["run"]
+    if run is None:  # a prompted baseline: the untouched model, worked examples in its system prompt
+        cfg = load(EvalConfig, CONFIGS / name, overrides)
+        assert Path(cfg.model.checkpoint, "config.json").is_file() and cfg.few_shot is not None
+        prompt = cfg.system_prompt_text()
+        assert "{tools}" in prompt and prompt.count("Question: ") == cfg.few_shot.count
     else:
-        assert cfg.conditioning is not None
-        assert (cfg.conditioning.mode, cfg.conditioning.placement) == (trained.mode, trained.placement)
-        labels = (trained.positive, trained.negative, trained.levels)
-        assert (cfg.conditioning.positive, cfg.conditioning.negative, cfg.conditioning.levels) == labels
+        recipe = paired_recipe(expand_env(run))
+        train_cfg, _, _ = run_recipe(recipe)  # the 2-step run provides a real run directory to validate against
+        cfg = load(EvalConfig, CONFIGS / name, overrides).with_run_defaults()
+        assert cfg.run == train_cfg.output_dir
+        assert cfg.template == train_cfg.data.template
+        assert {k: v for k, v in cfg.template_options.items() if k != "train_observations"} == \
+            {k: v for k, v in train_cfg.data.template_options.items() if k != "train_observations"}  # training only
+        trained = train_cfg.data.conditioning
+        if trained.mode == "none":
+            assert cfg.conditioning is None
+        else:
+            assert cfg.conditioning is not None
+            assert (cfg.conditioning.mode, cfg.conditioning.placement) == (trained.mode, trained.placement)
+            labels = (trained.positive, trained.negative, trained.levels)
+            assert (cfg.conditioning.positive, cfg.conditioning.negative, cfg.conditioning.levels) == labels
     task, questions, tools_for = task_and_tools(cfg)
     assert questions and task.name == cfg.task
     tools = tools_for(questions[0])
@@ -293,3 +302,14 @@ def test_an_eval_config_of_the_old_layout_still_loads():
     assert from_dict(EvalConfig, old).task_options == {"seed": 3}
     with pytest.raises(ConfigError, match="world: and task_options: both given"):
         from_dict(EvalConfig, {**old, "task_options": {"seed": 4}})
+
+
+def test_a_few_shot_prompt_is_checked_and_excludes_other_system_prompts(tmp_path):
+    """few_shot names a real file in a known format, and cannot be combined with another system prompt."""
+    base = dict(model={"preset": "tiny"}, tokenizer="tok.model")
+    with pytest.raises(ConfigError, match="few_shot.format: unknown format 'gpt'"):
+        from_dict(EvalConfig, {**base, "few_shot": {"path": "x.jsonl", "format": "gpt"}})
+    with pytest.raises(ConfigError, match="one of system_prompt, system_prompt_file and few_shot"):
+        from_dict(EvalConfig, {**base, "system_prompt": "Be brief.", "few_shot": {"path": "x.jsonl"}})
+    with pytest.raises(ConfigError, match=f"few_shot.path: {tmp_path}/none.jsonl does not exist"):
+        from_dict(EvalConfig, {**base, "few_shot": {"path": str(tmp_path / "none.jsonl")}}).system_prompt_text()

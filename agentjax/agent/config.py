@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from agentjax.agent.decode import DEFAULT_BUCKETS
+from agentjax.agent.methods import TOOLS_PLACEHOLDER
 from agentjax.agent.registry import task_options
 from agentjax.configlib import ConfigError, ConfigSection
 from agentjax.data.config import ConditioningConfig
+from agentjax.data.formats import FORMATS, read_conversations
+from agentjax.data.prompts import react_prompt
 from agentjax.sharding import MeshConfig
 from agentjax.tools.base import OBSERVATION_MAX_CHARS
 from agentjax.tools.config import ToolsConfig
@@ -29,6 +33,29 @@ class GenerationConfig(ConfigSection):
     top_k: int = 0
     top_p: float = 1.0
     buckets: tuple[int, ...] = DEFAULT_BUCKETS  # extend lengths compiled; longer inputs go in chunks
+
+
+@dataclass(frozen=True)
+class FewShotConfig(ConfigSection):
+    """A prompted (not fine-tuned) model's system prompt: the ReAct format, the episode's tools and the first
+    `count` trajectories of a training file as worked examples (FireAct's prompted baseline)."""
+
+    path: str
+    format: str = "agentjax"
+    count: int = 2
+    intro: str = "Answer the question with the tools, one step at a time."
+
+    def validate(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"few_shot.format: unknown format {self.format!r}; known: {sorted(FORMATS)}")
+        if self.count < 1:
+            raise ConfigError("few_shot.count must be >= 1")
+
+    def prompt(self) -> str:
+        if not Path(self.path).is_file():
+            raise ConfigError(f"few_shot.path: {self.path} does not exist")
+        examples = list(itertools.islice(read_conversations(self.path, self.format), self.count))
+        return react_prompt(self.intro, TOOLS_PLACEHOLDER, examples)
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,7 @@ class EvalConfig(ConfigSection):
     max_attempts: int = 2  # reflexion: answers checked against the gold before the episode ends
     system_prompt: str = ""  # "{tools}" in it becomes the episode's tools, one "- name[argument]: ..." line each
     system_prompt_file: str | None = None  # e.g. few-shot examples for a prompted (not fine-tuned) model
+    few_shot: FewShotConfig | None = None  # or a system prompt built from worked training trajectories
     # a reply with no tool call: "invalid" tells the agent so; "answer" ends the episode with the answer it states
     # (after "the answer is" when it says that, as chat-format agents do; else the whole reply)
     reply_without_action: Literal["invalid", "answer"] = "invalid"
@@ -81,14 +109,16 @@ class EvalConfig(ConfigSection):
             raise ConfigError("run_step: needs run (the training run whose checkpoint it names)")
         if self.model is not None and self.tokenizer is None:
             raise ConfigError("model: needs tokenizer (a tokenizer file or model directory)")
-        if self.system_prompt and self.system_prompt_file:
-            raise ConfigError("set system_prompt or system_prompt_file, not both")
+        if sum(map(bool, (self.system_prompt, self.system_prompt_file, self.few_shot))) > 1:
+            raise ConfigError("set one of system_prompt, system_prompt_file and few_shot")
         if self.tool_timeout_s <= 0 or self.observation_max_chars < 1:
             raise ConfigError("tool_timeout_s and observation_max_chars must be > 0")
         task_options(self.task, self.task_options)
 
     def system_prompt_text(self) -> str:
-        """The system prompt, read from `system_prompt_file` when that is set."""
+        """The system prompt: `system_prompt`, the file `system_prompt_file`, or the one `few_shot` builds."""
+        if self.few_shot is not None:
+            return self.few_shot.prompt()
         if not self.system_prompt_file:
             return self.system_prompt
         if not Path(self.system_prompt_file).is_file():

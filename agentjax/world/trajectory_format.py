@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentjax.data.conversation import Conversation, Turn
+from agentjax.data.prompts import react_prompt
 
 
 @dataclass(frozen=True)
@@ -51,24 +52,7 @@ def chat_turns(system: str, question: str, steps: list[Step]) -> list[Turn]:
 
 
 def react_system_prompt(tool_descriptions: str, examples: list[Conversation]) -> str:
-    """The system turn that asks a model nobody fine-tuned for ReAct steps: the tools, the step format, and
-    worked `examples` (solved ReAct conversations) written out as text."""
-    shown = "\n\n".join(react_text(example) for example in examples)
-    return ("You answer questions about a world of invented people, places and organisations. You know nothing "
-            "about it: find every fact with the tools. Reply with one step at a time, exactly in this form:\n"
-            "Thought: your reasoning\nAction: one tool call\n"
-            f"Then wait for the Observation. Tools:\n{tool_descriptions}\n"
-            f"Finish with finish[answer], the answer alone (a name, a number, yes or no).\n\nExamples:\n\n{shown}")
-
-
-def react_text(conv: Conversation) -> str:
-    """A ReAct conversation as plain text: Question, then Thought/Action and Observation lines."""
-    lines = []
-    for turn in conv.turns:
-        if turn.role == "user":
-            lines.append(f"Question: {turn.content}")
-        elif turn.role == "tool":
-            lines.append(f"Observation: {turn.content}")
-        elif turn.role == "assistant":
-            lines.append(turn.content)
-    return "\n".join(lines)
+    """The system turn that asks a model nobody fine-tuned for ReAct steps about the world: the tools, the step
+    format, and worked `examples` (solved ReAct conversations) written out as text."""
+    return react_prompt("You answer questions about a world of invented people, places and organisations. You know "
+                        "nothing about it: find every fact with the tools.", tool_descriptions, examples)
