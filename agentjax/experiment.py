@@ -280,7 +280,9 @@ def plot(rows: list[dict], reference: dict, path: Path, name: str) -> None:
         ax.bar(xs, [r["per_kind"].get(k, 0.0) for k in kinds] + [r["em"]], width, label=r["label"])
         ax.errorbar(xs[-1], r["em"], yerr=r["em_std"], color="black", capsize=3)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(kinds) + 1)], kinds + ["all"])
-    ax.set(ylabel="exact match (%)", title=f"experiment '{name}': held-out world questions (mean over seeds)")
+    seeds = max(len(r["seeds"]) for r in rows)
+    ax.set(ylabel="exact match (%)", title=f"experiment '{name}': held-out world questions "
+           + (f"(mean of {seeds} seeds)" if seeds > 1 else "(one seed)"))
     ax.legend(fontsize=8)
     if side:
         bx = axes[1]
