@@ -137,12 +137,17 @@ def run_variant(name: str, cfg: QuickstartConfig, world, out: Path, progress: bo
     return result
 
 
+def scratch_tokenizer(cfg: QuickstartConfig, out: Path) -> Path | None:
+    """From scratch, the tokenizer an untrained model reads with: the one the react variant's run at cfg.seed trains."""
+    return out / "variants" / "react" / f"seed{cfg.seed}" / "train" if cfg.from_scratch else None
+
+
 def model_source(name: str, cfg: QuickstartConfig, world, out: Path, where: Path, base: Path | None) -> dict:
     """The eval config keys that name a variant's model: its training run, or the untrained base (prompted)."""
     variant = VARIANTS[name]
     if variant.methods:
         return {"run": where / "train"}
-    tokenizer = out / "variants" / "react" / f"seed{cfg.seed}" / "train" if cfg.from_scratch else None
+    tokenizer = scratch_tokenizer(cfg, out)
     if tokenizer is not None and find_tokenizer(tokenizer) is None:
         raise ConfigError(f"{tokenizer} has no tokenizer yet: the from-scratch untrained variant uses the one "
                           "the react variant trains")
@@ -188,8 +193,8 @@ def base_mmlu(mmlu: MMLUSettings, cfg: QuickstartConfig, out: Path, base: Path |
     path = out / "base-mmlu.json"
     if path.exists() and (stored := read_json(path)).get("n") == mmlu.questions:
         return stored
-    tokenizer = out / "variants" / "react" / f"seed{cfg.seed}" / "train" if cfg.from_scratch else None
-    result = mmlu_accuracy(mmlu, eval_config(cfg, out / "base-mmlu", tokenizer=tokenizer, base=base), progress)
+    result = mmlu_accuracy(mmlu, eval_config(cfg, out / "base-mmlu", tokenizer=scratch_tokenizer(cfg, out), base=base),
+                           progress)
     with atomic_write(path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     return result

@@ -8,29 +8,13 @@ Writes runs/bench/mmlu_accuracy.json (accuracy, per subject, minutes, the share 
 from __future__ import annotations
 
 import argparse
-import collections
-import time
 from pathlib import Path
 
 from common import BENCH_DIR, write_json
 
-from agentjax.agent.choice import choose
 from agentjax.agent.config import EvalConfig
-from agentjax.agent.evaluate import load_model_and_tokenizer
 from agentjax.configlib import from_dict
-from agentjax.data.templates import get_template
-from agentjax.experiment import MMLUSettings
-from agentjax.sharding import make_mesh
-
-
-def measure(evaluation: EvalConfig, questions) -> dict:
-    t0 = time.perf_counter()
-    evaluation = evaluation.with_run_defaults()
-    model, tokenizer = load_model_and_tokenizer(evaluation, make_mesh(evaluation.mesh))
-    picks = choose(model, get_template(evaluation.template, tokenizer, **evaluation.template_options), questions)
-    right = [p == q.answers[0] for p, q in zip(picks, questions)]
-    return {"accuracy": 100 * sum(right) / len(right), "n": len(right), "minutes": (time.perf_counter() - t0) / 60,
-            "picked": {k: 100 * v / len(picks) for k, v in sorted(collections.Counter(picks).items())}}
+from agentjax.experiment import MMLUSettings, mmlu_accuracy
 
 
 def main() -> None:
@@ -41,15 +25,15 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=MMLUSettings.questions)
     parser.add_argument("--out", default=str(BENCH_DIR / "mmlu_accuracy.json"))
     args = parser.parse_args()
-    questions = MMLUSettings(args.mmlu, args.questions).load()
+    mmlu = MMLUSettings(args.mmlu, args.questions)
     common = {"task": "mmlu", "mesh": {"num_devices": 1}}
     models = ([("base " + args.base, {"model": {"checkpoint": args.base}, "tokenizer": args.base, "template": "auto"})]
               if args.base else []) + [(run, {"run": run}) for run in args.run]
     results = {}
     for label, source in models:
-        results[label] = measure(from_dict(EvalConfig, {**common, **source}), questions)
-        print(f"{label}: {results[label]['accuracy']:.1f}% of {len(questions)}, picked {results[label]['picked']}")
-    write_json(Path(args.out), {"questions": len(questions), "mmlu": args.mmlu, "results": results})
+        results[label] = mmlu_accuracy(mmlu, from_dict(EvalConfig, {**common, **source}), progress=True)
+        print(f"{label}: {results[label]['accuracy']:.1f}% of {args.questions}, picked {results[label]['picked']}")
+    write_json(Path(args.out), {"questions": args.questions, "mmlu": args.mmlu, "results": results})
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def prompt_ids(template: Template, question: Question) -> list[int]:
 
 def choice_accuracy(model: Llama, template: Template, questions: list[Question], batch_size: int = 16,
                     progress: bool = True) -> dict:
-    """Accuracy (%) of the most likely option letter over `questions` (gold: `answers[0]`), overall and per subject."""
+    """Accuracy (%) of the most likely option letter over `questions` (gold: `answers[0]`), overall and per
+    subject, and how often (%) each letter was picked (a model's letter prior)."""
     picks = choose(model, template, questions, batch_size, progress)
     right = [pick == q.answers[0] for pick, q in zip(picks, questions)]
     by_subject = collections.defaultdict(list)
@@ -50,6 +51,7 @@ def choice_accuracy(model: Llama, template: Template, questions: list[Question],
         by_subject[q.meta.get("subject", "")].append(ok)
     mean = lambda xs: 100 * sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     return {"accuracy": mean(right), "n": len(questions),
+            "picked": {letter: mean([p == letter for p in picks]) for letter in LETTERS},
             "per_subject": {s: mean(xs) for s, xs in sorted(by_subject.items())}}
 
 
