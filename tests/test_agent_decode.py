@@ -243,3 +243,34 @@ def test_extending_a_few_rows_runs_only_them_and_matches_the_full_forward(tok, m
     for r in range(8):
         expected = np.asarray(model(jnp.array([seqs[r]])))[0, -1]
         np.testing.assert_allclose(np.asarray(logits)[r], expected, rtol=2e-4, atol=2e-4)
+
+
+def test_a_few_live_rows_decode_gathered_as_the_full_batch_would(tok, model):
+    """When a quarter of the batch or less is live (an evaluation's last episodes), the decode loop runs on those
+    rows gathered: the tokens, stop reasons, logits and cache rows equal the full-batch loop's, and the idle rows'
+    cache and logits are left bit for bit."""
+    decoder = Decoder(model, tok, (), batch=16, max_len=128, max_new_tokens=12, buckets=(16,))
+    assert sorted(decoder.programs.decode_rows) == [4]
+    cache, logits, n = _prompt(tok, decoder)
+    live = np.zeros(16, bool)
+    live[[1, 6, 15]] = True
+    lengths, budget = np.full(16, n), np.array([12] * 15 + [5])
+    args = (np.asarray(lengths, np.int32), live, np.zeros(16, bool), budget.astype(np.int32),
+            np.zeros(16, np.float32), np.zeros(16, np.int32), np.ones(16, np.float32),
+            np.asarray(jax.random.key_data(jax.random.key(0))), np.int32(16))
+    window = np.zeros((16, decoder.tables.window), np.uint8)
+    full = decoder.programs.decode(decoder.params, decoder.tables, jax.tree.map(jnp.copy, cache), logits, window, *args)
+    full = jax.device_get(full)
+    before_k, before_logits = np.asarray(cache.k), np.asarray(logits)
+    with CompileCounter() as compiles:
+        gathered = jax.device_get(decoder.decode(cache, logits, lengths, live, [Sampling()] * 16, jax.random.key(0),
+                                                 budget))
+    assert compiles.count == 1  # the gathered loop, not the full one (already compiled above)
+    assert list(gathered.count[[1, 6, 15]]) == [12, 12, 5] and gathered.count.sum() == 29
+    for field in ("tokens", "count", "reason"):
+        np.testing.assert_array_equal(getattr(gathered, field), getattr(full, field))
+    np.testing.assert_allclose(gathered.logits, full.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gathered.cache.k, full.cache.k, rtol=1e-5, atol=1e-6)
+    idle = ~live
+    np.testing.assert_array_equal(gathered.cache.k[:, idle], before_k[:, idle])
+    np.testing.assert_array_equal(gathered.logits[idle], before_logits[idle])

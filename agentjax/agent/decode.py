@@ -128,7 +128,8 @@ class DecodePrograms:
     `extend_rows[n](params, cache, logits, rows, tokens, positions, segments)` (n of the rows, gathered: a prompt
     for one new episode costs what one row costs, not the batch) and
     `decode(params, tables, cache, logits, window, lengths, active, resume, budget, temperature, top_k, top_p,
-    key_data, min_stopped)` are what a Decoder runs; `abstract_inputs` gives their arguments as shapes, so they can be compiled ahead of time
+    key_data, min_stopped)` (with `decode_rows[n](..., rows)` its loop over n gathered rows, on a CPU) are what a
+    Decoder runs; `abstract_inputs` gives their arguments as shapes, so they can be compiled ahead of time
     for a slice (agentjax.aot) from an abstract model. The cache is sharded by CACHE_AXES, rows over the batch axes.
     """
 
@@ -143,6 +144,7 @@ class DecodePrograms:
         self.logits_sharding = sharding.named_sharding(("act_batch", "act_vocab"), (batch, cfg.vocab_size), mesh)
         rows = sharding.named_sharding(("act_batch",), (batch,), mesh)
         rows2 = sharding.named_sharding(("act_batch", "length"), (batch, 1), mesh)
+        self.window_sharding = rows2  # as a decode returns it: a fresh window is placed so, or the loop compiles twice
         state_out = (self.cache_shardings, self.logits_sharding)
         self.new_state = jax.jit(self._new_state_impl, in_shardings=(self.params_shardings,), out_shardings=state_out)
         self.extend = jax.jit(self._extend_impl, in_shardings=(self.params_shardings, *state_out, rows2, rows2, rows2),
@@ -159,10 +161,14 @@ class DecodePrograms:
             some = sharding.named_sharding(("act_batch",), (n,), mesh)
             self.copy_rows[n] = jax.jit(self._copy_rows_impl, in_shardings=(self.cache_shardings, replicated, some),
                                         out_shardings=self.cache_shardings, donate_argnums=(0,))
-        self.decode = jax.jit(
-            self._decode_impl, donate_argnums=(2,),
-            in_shardings=(self.params_shardings, replicated, *state_out, rows2, *[rows] * 7, replicated, replicated),
-            out_shardings=Generated(rows2, rows, rows, *state_out, rows2, replicated))
+        decode_in = (self.params_shardings, replicated, *state_out, rows2, *[rows] * 7, replicated, replicated)
+        decode_out = Generated(rows2, rows, rows, *state_out, rows2, replicated)
+        self.decode = jax.jit(self._decode_impl, donate_argnums=(2,), in_shardings=decode_in,
+                              out_shardings=decode_out)
+        self.decode_rows = {
+            n: jax.jit(self._decode_rows_impl, donate_argnums=(2,), in_shardings=(*decode_in, replicated),
+                       out_shardings=decode_out)
+            for n in decode_row_buckets(batch, mesh.devices.flat[0].platform)}
 
     @property
     def cache_shape(self) -> tuple[int, ...]:
@@ -185,14 +191,16 @@ class DecodePrograms:
                 tokens = jax.ShapeDtypeStruct((n, width), i32)
                 programs[f"extend {n} rows {width}"] = (program, (params, cache, logits, jax.ShapeDtypeStruct((n,), i32),
                                                                   tokens, tokens, tokens))
-        window = jax.ShapeDtypeStruct((b, tables.window), jnp.uint8)
+        window = spec((b, tables.window), jnp.uint8, self.window_sharding)
         for n, program in self.copy_rows.items():
             rows = jax.ShapeDtypeStruct((n,), i32)
             programs[f"copy {n} rows"] = (program, (cache, rows, rows))
         rows = [jax.ShapeDtypeStruct((b,), t) for t in (i32, bool, bool, i32, jnp.float32, i32, jnp.float32)]
         key_data = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
-        programs["decode loop"] = (self.decode, (params, tables, cache, logits, window, *rows, key_data,
-                                                 jax.ShapeDtypeStruct((), i32)))
+        decode_args = (params, tables, cache, logits, window, *rows, key_data, jax.ShapeDtypeStruct((), i32))
+        programs["decode loop"] = (self.decode, decode_args)
+        for n, program in self.decode_rows.items():
+            programs[f"decode loop {n} rows"] = (program, (*decode_args, jax.ShapeDtypeStruct((n,), i32)))
         return programs
 
     def _new_state_impl(self, params):
@@ -219,13 +227,29 @@ class DecodePrograms:
         and values are computed once. The slots after the shared part are overwritten before anything reads them."""
         return KVCache(*(put_rows(c, targets, take_rows(c, sources)) for c in cache))
 
+    def _decode_rows_impl(self, params, tables, cache, logits, window, lengths, active, resume, budget,
+                          temperature, top_k, top_p, key_data, min_stopped, rows):
+        """`decode` of the cache rows `rows` only (an index >= batch is padding, never active): a loop step then
+        costs what the live rows cost, not the batch (the rows left when an evaluation's queue runs dry)."""
+        take = lambda x: jnp.take(x, rows, axis=0, mode="clip")  # noqa: E731
+        live = take(active) & (rows < self.batch)
+        out = self._decode_impl(params, tables, KVCache(*(take_rows(c, rows) for c in cache)), take(logits),
+                                take(window), take(lengths), live, take(resume), take(budget), take(temperature),
+                                take(top_k), take(top_p), key_data, min_stopped)
+        put = lambda full, part: full.at[rows].set(part, mode="drop")  # noqa: E731
+        b = self.batch
+        return Generated(
+            put(jnp.full((b, self.max_new), self.pad_id, jnp.int32), out.tokens), put(jnp.zeros(b, jnp.int32), out.count),
+            put(jnp.zeros(b, jnp.int32), out.reason), KVCache(*(put_rows(c, rows, g) for c, g in zip(cache, out.cache))),
+            put(logits, out.logits), put(window, out.window), out.key)
+
     def _decode_impl(self, params, tables, cache, logits, window, lengths, active, resume, budget, temperature,
                      top_k, top_p, key_data, min_stopped):
         """Generate for the `active` rows until `min_stopped` of them have stopped (or all): row r may make up to
         budget[r] tokens, its next position being lengths[r]; `resume` rows continue the text in `window`."""
         model = nnx.merge(self.graphdef, params)
         key = jax.random.wrap_key_data(key_data)
-        b = self.batch
+        b = lengths.shape[0]
         state = dict(
             i=jnp.int32(0), cache=cache, logits=logits, active=active, key=key,
             tokens=jnp.full((b, self.max_new), self.pad_id, jnp.int32), count=jnp.zeros(b, jnp.int32),
@@ -370,14 +394,21 @@ class Decoder:
         top_p = np.array([s.top_p for s in sampling], np.float32)
         budget = np.broadcast_to(np.asarray(self.max_new if max_new is None else max_new, np.int32), (self.batch,))
         resume = np.zeros(self.batch, bool) if resume is None else np.asarray(resume, bool)
-        window = np.zeros((self.batch, self.tables.window), np.uint8) if window is None else window
+        if window is None:
+            window = jax.device_put(np.zeros((self.batch, self.tables.window), np.uint8), self.programs.window_sharding)
         # The key enters as host data: a fresh key and the device-placed one a decode returned then look alike
         # to jit, so the second reply of an evaluation does not compile the loop again after warm_up.
         key_data = np.asarray(jax.random.key_data(key))
+        active = np.asarray(active, bool)
+        args = (self.params, self.tables, cache, logits, window, np.asarray(lengths, np.int32), active, resume, budget,
+                temperature, top_k, top_p, key_data, np.int32(min_stopped or self.batch))
+        live = np.flatnonzero(active)
+        n = next((n for n in sorted(self.programs.decode_rows) if n >= len(live)), None)
         with sharding.activate(self.mesh):
-            return self.programs.decode(self.params, self.tables, cache, logits, window,
-                                        np.asarray(lengths, np.int32), np.asarray(active, bool), resume, budget,
-                                        temperature, top_k, top_p, key_data, np.int32(min_stopped or self.batch))
+            if n is None:
+                return self.programs.decode(*args)
+            rows = np.concatenate([live, np.full(n - len(live), self.batch)]).astype(np.int32)
+            return self.programs.decode_rows[n](*args, rows)
 
 
 def take_rows(cache: jax.Array, rows: jax.Array) -> jax.Array:
@@ -396,6 +427,13 @@ def put_rows(cache: jax.Array, rows: jax.Array, values: jax.Array) -> jax.Array:
         value = jnp.where(rows[i] < b, values[:, i:i + 1].astype(cache.dtype), kept)
         cache = jax.lax.dynamic_update_slice_in_dim(cache, value, row, axis=1)
     return cache
+
+
+def decode_row_buckets(batch: int, platform: str) -> tuple[int, ...]:
+    """Live-row counts a gathered decode loop is compiled for: a quarter of the batch, on a CPU only. There a step
+    costs in proportion to its rows (at SmolLM2's 32 x 1024: 200 ms for 32 rows, 83 for 8); an accelerator's step
+    is bound by reading the weights whatever the rows, and the gathered rows would cost HBM."""
+    return (batch // 4,) if batch >= 16 and platform == "cpu" else ()
 
 
 def extend_row_buckets(batch: int) -> tuple[int, ...]:
