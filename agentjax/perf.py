@@ -32,20 +32,32 @@ CHIP_PEAK_FLOPS = {
 
 def matmul_params(cfg) -> int:
     """Parameters that take part in matmuls: every layer projection and the output projection."""
-    attn = cfg.dim * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
-    return cfg.n_layers * (attn + 3 * cfg.dim * cfg.mlp_dim) + cfg.vocab_size * cfg.dim
+    return cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.dim
+
+
+def layer_matmul_params(cfg) -> int:
+    """One decoder block's projection parameters."""
+    return cfg.dim * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads) + 3 * cfg.dim * cfg.mlp_dim
+
+
+def layer_flops_per_token(cfg, seq_len: int) -> float:
+    """FLOPs of one token's forward pass through one block: its projections and causal attention (2 matmuls x
+    2 FLOPs x seq_len/2 positions on average)."""
+    return 2 * layer_matmul_params(cfg) + 2 * cfg.n_heads * cfg.head_dim * seq_len
 
 
 def forward_flops_per_token(cfg, seq_len: int) -> float:
     """FLOPs of one token's forward pass in a causal sequence of `seq_len` tokens."""
-    attention = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len  # 2 matmuls x 2 FLOPs x seq_len/2
-    return 2 * matmul_params(cfg) + attention
+    return cfg.n_layers * layer_flops_per_token(cfg, seq_len) + 2 * cfg.vocab_size * cfg.dim
 
 
-def train_flops_per_token(cfg, seq_len: int, frozen_base: bool = False) -> float:
-    """Forward + backward: 3x the forward; 2x when the base is frozen (LoRA: no weight gradients, and the
-    adapters' own FLOPs are negligible)."""
-    return (2 if frozen_base else 3) * forward_flops_per_token(cfg, seq_len)
+def train_flops_per_token(cfg, seq_len: int, frozen_base: bool = False, frozen_layers: int = 0) -> float:
+    """Forward + backward. The backward costs 2x the forward of what it runs through (activation and weight
+    gradients), 1x when the base is frozen (LoRA: no weight gradients, and the adapters' own FLOPs are
+    negligible); it does not run through the first `frozen_layers` blocks at all."""
+    forward = forward_flops_per_token(cfg, seq_len)
+    backward_through = forward - frozen_layers * layer_flops_per_token(cfg, seq_len)
+    return forward + (1 if frozen_base else 2) * backward_through
 
 
 def device_peak_flops(device=None) -> float | None:

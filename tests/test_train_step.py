@@ -1,6 +1,7 @@
-"""The train step's loss and gradient: token-weighted over the whole batch, exact under gradient accumulation.
+"""The train step's loss and gradient: token-weighted over the whole batch, exact under gradient accumulation, and
+stopped below frozen blocks.
 
-Both tests use plain SGD (update = -grad) so that any difference in the gradient shows in the parameters;
+The gradient tests use plain SGD (update = -grad) so that any difference in the gradient shows in the parameters;
 Adam's first step (about lr * sign(grad)) would hide a wrongly scaled gradient.
 """
 
@@ -14,7 +15,11 @@ import pytest
 from flax import nnx
 from train_support import flat_params
 
+from agentjax import perf
+from agentjax.configlib import ConfigError
 from agentjax.model import Llama, preset
+from agentjax.train.config import OptimizerConfig
+from agentjax.train.optim import decay_mask, frozen_layers_mask, make_optimizer
 from agentjax.train.state import make_init
 from agentjax.train.step import make_train_step
 
@@ -103,3 +108,76 @@ def test_loss_and_gradient_are_token_weighted_over_the_batch(model_parts, batch,
 def assert_updates_close(params, update, expected, rtol: float, name: str) -> None:
     """Updates read off float32 parameters (new - old) carry the parameters' rounding: allow 2 ulps of them."""
     np.testing.assert_allclose(update, expected, rtol=rtol, atol=2 * np.spacing(np.abs(params).max()), err_msg=name)
+
+
+FROZEN = 2  # of the 3 blocks below: the first two train nothing
+
+
+@pytest.fixture(scope="module")
+def three_blocks():
+    """An untied 3-block model, the full gradient's SGD step, and the same step with the first FROZEN blocks frozen."""
+    cfg = preset("tiny", vocab_size=300, n_layers=3, tie_embeddings=False)
+    graphdef, params = nnx.split(Llama(cfg, rngs=nnx.Rngs(params=5)), nnx.Param)
+    return graphdef, params, cfg
+
+
+def test_frozen_blocks_get_no_gradient_and_the_rest_get_the_full_models(three_blocks, batch):
+    """Freezing the first blocks changes no gradient above them (same forward, the backward only stops early); the
+    frozen blocks and the embedding (whose lookup sits below them) get exactly zero."""
+    graphdef, params, _ = three_blocks
+    params = nnx.to_pure_dict(params)
+    full, frozen = (jax.jit(make_train_step(graphdef, optax.sgd(1.0), 1, Z_LOSS, dropout=False, frozen_layers=n))
+                    for n in (0, FROZEN))
+    state = make_init(optax.sgd(1.0), 0)(params)
+    (full_state, full_metrics), (frozen_state, frozen_metrics) = full(state, {}, batch), frozen(state, {}, batch)
+    np.testing.assert_allclose(float(frozen_metrics["loss"]), float(full_metrics["loss"]), rtol=1e-6)
+    before, after_full, after_frozen = (flat_params(p) for p in (params, full_state.params, frozen_state.params))
+    for name in before:
+        full_update, frozen_update = after_full[name] - before[name], after_frozen[name] - before[name]
+        if name.startswith("layers/"):
+            assert np.abs(full_update[:FROZEN]).max() > 0, name
+            np.testing.assert_array_equal(frozen_update[:FROZEN], 0, err_msg=name)
+            assert_updates_close(before[name][FROZEN:], frozen_update[FROZEN:], full_update[FROZEN:], 1e-5, name)
+        elif name.startswith("embed"):
+            np.testing.assert_array_equal(frozen_update, 0, err_msg=name)
+        else:  # final norm, output projection
+            assert_updates_close(before[name], frozen_update, full_update, 1e-5, name)
+
+
+def test_adamw_keeps_frozen_blocks_exactly_as_loaded(three_blocks, batch):
+    """Weight decay moves every weight it sees, gradient or not: the optimizer's frozen mask must hold the frozen
+    blocks (and the untied embedding) bit for bit, while the trained blocks move."""
+    graphdef, params, _ = three_blocks
+    cfg = OptimizerConfig(learning_rate=1e-2, weight_decay=0.1)
+    optimizer = make_optimizer(cfg, 10, decay_mask(params), frozen_layers_mask(params, FROZEN))
+    step = jax.jit(make_train_step(graphdef, optimizer, 1, 0.0, dropout=False, frozen_layers=FROZEN))
+    state = make_init(optimizer, 0)(nnx.to_pure_dict(params))
+    for _ in range(2):
+        state, _ = step(state, {}, batch)
+    before, after = flat_params(nnx.to_pure_dict(params)), flat_params(state.params)
+    for name in before:
+        if name.startswith("layers/"):
+            np.testing.assert_array_equal(after[name][:FROZEN], before[name][:FROZEN], err_msg=name)
+            assert np.abs(after[name][FROZEN:] - before[name][FROZEN:]).max() > 0, name
+        elif name.startswith("embed"):
+            np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+        else:
+            assert np.abs(after[name] - before[name]).max() > 0, name
+
+
+def test_freezing_every_block_is_refused_naming_the_field(three_blocks):
+    """frozen_layers must leave a block to train: the error names train.frozen_layers and the model's depth."""
+    _, params, cfg = three_blocks
+    with pytest.raises(ConfigError, match=r"train.frozen_layers: must be below the model's 3 layers, got 3"):
+        frozen_layers_mask(params, cfg.n_layers)
+
+
+def test_train_flops_count_no_backward_below_frozen_blocks():
+    """MFU's numerator: a full step is 3x the forward; freezing k blocks removes exactly their backward (2x their
+    forward), LoRA's frozen base halves the backward it runs through."""
+    cfg, seq = preset("smollm2-135m"), 512
+    forward, block = perf.forward_flops_per_token(cfg, seq), perf.layer_flops_per_token(cfg, seq)
+    assert perf.train_flops_per_token(cfg, seq) == pytest.approx(3 * forward)
+    assert perf.train_flops_per_token(cfg, seq, frozen_layers=15) == pytest.approx(3 * forward - 2 * 15 * block)
+    assert perf.train_flops_per_token(cfg, seq, frozen_base=True, frozen_layers=15) == pytest.approx(
+        2 * forward - 15 * block)

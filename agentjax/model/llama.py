@@ -326,13 +326,16 @@ class Llama(nnx.Module):
         """Logits [B,T,V] (float32). Defaults: one unpadded sequence per row. `dropout_key`: LoRA dropout."""
         return self.logits(self.features(tokens, positions, segment_ids, dropout_key=dropout_key))
 
-    def features(self, tokens, positions=None, segment_ids=None, *, dropout_key=None) -> jax.Array:
-        """The normalised final hidden states [B,T,D] that the output projection (`head_kernel`) turns into logits."""
+    def features(self, tokens, positions=None, segment_ids=None, *, dropout_key=None, frozen_layers: int = 0) -> jax.Array:
+        """The normalised final hidden states [B,T,D] that the output projection (`head_kernel`) turns into logits.
+        `frozen_layers`: the first blocks (and the embedding lookup) run outside differentiation, so a gradient
+        neither reaches them nor pays for their backward."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
-        x, _ = self._run_layers(self._embed(tokens), positions, segment_ids, dropout_key=dropout_key)
+        x, _ = self._run_layers(self._embed(tokens), positions, segment_ids, dropout_key=dropout_key,
+                                frozen_layers=frozen_layers)
         return self.norm(x)
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
@@ -369,9 +372,11 @@ class Llama(nnx.Module):
         logits = contract(features, self.head_kernel(), 1, features.dtype)
         return constrain(logits.astype(jnp.float32), ("act_batch", "length", "act_vocab"))
 
-    def _run_layers(self, x, positions, segment_ids, cache: KVCache | None = None, write_slots=None, dropout_key=None):
+    def _run_layers(self, x, positions, segment_ids, cache: KVCache | None = None, write_slots=None, dropout_key=None,
+                    frozen_layers: int = 0):
         """Scan the stacked blocks over x (and the cache); the layer body is compiled once whatever the depth.
-        Blocks held one by one (`unstack_layers`) run as straight-line code instead."""
+        Blocks held one by one (`unstack_layers`) run as straight-line code instead. The first `frozen_layers`
+        blocks run as a scan of their own on stopped gradients (training only)."""
         inv_freq = rope_frequencies(self.config)
         if isinstance(self.layers, nnx.List):
             for index, block in enumerate(self.layers):
@@ -391,7 +396,15 @@ class Llama(nnx.Module):
 
         if self.config.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.config.remat], prevent_cse=False)
-        (x, cache), _ = jax.lax.scan(body, (x, cache), (params, jnp.arange(self.config.n_layers), keys))
+        layers = (params, jnp.arange(self.config.n_layers), keys)
+        if frozen_layers:
+            if cache is not None or not 0 < frozen_layers < self.config.n_layers:
+                raise ValueError(f"frozen_layers={frozen_layers}: needs no cache and 0 < frozen_layers < "
+                                 f"n_layers ({self.config.n_layers})")
+            below = jax.tree.map(lambda a: jax.lax.stop_gradient(a[:frozen_layers]), layers)
+            (x, _), _ = jax.lax.scan(body, (jax.lax.stop_gradient(x), None), below)
+            layers = jax.tree.map(lambda a: a[frozen_layers:], layers)
+        (x, cache), _ = jax.lax.scan(body, (x, cache), layers)
         return x, cache
 
 

@@ -86,6 +86,9 @@ class TrainConfig(ConfigSection):
     global_batch: int = 8  # rows of data.seq_len tokens per optimizer step, over all hosts
     micro_batches: int = 1  # gradient accumulation: the global batch is split into this many scanned chunks
     z_loss: float = 0.0  # weight of log(Z)^2, keeps the softmax normaliser near 1
+    # the first N decoder blocks keep their loaded weights, and no backward runs through them (nor into the
+    # embedding lookup): a step costs about (forward + backward of the rest); 0 trains every block
+    frozen_layers: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     log_every: int = 10
     eval_every: int = 0  # held-out loss every N steps (0: never)
@@ -101,6 +104,8 @@ class TrainConfig(ConfigSection):
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if self.global_batch % self.micro_batches:
             raise ConfigError(f"global_batch ({self.global_batch}) must be divisible by micro_batches ({self.micro_batches})")
+        if self.frozen_layers < 0:
+            raise ConfigError(f"frozen_layers: must be >= 0 (0: train every block), got {self.frozen_layers}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0 (0: never), got {self.eval_every}")
 

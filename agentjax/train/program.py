@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from agentjax import sharding
 from agentjax.data.packing import BATCH_FIELDS
 from agentjax.train.config import TrainConfig
-from agentjax.train.optim import decay_mask, learning_rate_schedule, make_optimizer
+from agentjax.train.optim import decay_mask, frozen_layers_mask, learning_rate_schedule, make_optimizer
 from agentjax.train.state import TrainState, abstract_state, make_init, shardings_of
 from agentjax.train.step import make_eval_step, make_train_step
 
@@ -24,7 +24,8 @@ class TrainProgram:
 
     def __init__(self, graphdef, params: nnx.State, frozen: dict, mesh, cfg: TrainConfig, seed: int, dropout: bool):
         self.mesh = mesh
-        self.optimizer = make_optimizer(cfg.optimizer, cfg.steps, decay_mask(params))
+        keep = frozen_layers_mask(params, cfg.frozen_layers) if cfg.frozen_layers else None
+        self.optimizer = make_optimizer(cfg.optimizer, cfg.steps, decay_mask(params), keep)
         self.schedule = learning_rate_schedule(cfg.optimizer, cfg.steps)
         self.params_shardings = nnx.to_pure_dict(sharding.state_shardings(params, mesh))
         self._init = make_init(self.optimizer, seed)
@@ -33,7 +34,7 @@ class TrainProgram:
         self.global_batch = cfg.global_batch
         frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
         replicated = NamedSharding(mesh, PartitionSpec())
-        step = make_train_step(graphdef, self.optimizer, cfg.micro_batches, cfg.z_loss, dropout)
+        step = make_train_step(graphdef, self.optimizer, cfg.micro_batches, cfg.z_loss, dropout, cfg.frozen_layers)
         self.train_step = jax.jit(step, in_shardings=(self.state_shardings, frozen_shardings, self.batch_shardings()),
                                   out_shardings=(self.state_shardings, replicated), donate_argnums=0)
         self.eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(

@@ -18,10 +18,12 @@ from agentjax.train.loss import cross_entropy_sums
 from agentjax.train.state import TrainState
 
 
-def token_loss_sums(model, batch: dict, z_loss: float, dropout_key) -> tuple[jax.Array, dict]:
+def token_loss_sums(model, batch: dict, z_loss: float, dropout_key, frozen_layers: int = 0) -> tuple[jax.Array, dict]:
     """(objective sum, parts): summed weighted cross-entropy (+ z-loss) over the batch's tokens, the logits made
-    and reduced a chunk at a time (train/loss.py) so [B,T,V] float32 logits are never kept for the backward."""
-    features = model.features(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
+    and reduced a chunk at a time (train/loss.py) so [B,T,V] float32 logits are never kept for the backward.
+    `frozen_layers`: the first blocks run outside differentiation (Llama.features)."""
+    features = model.features(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key,
+                              frozen_layers=frozen_layers)
     weights = batch["weights"].astype(jnp.float32)
     objective, nll, z = cross_entropy_sums(features, model.head_kernel(), batch["targets"], weights, z_loss)
     return objective, {"nll_sum": nll, "z_sum": z, "tokens": jnp.sum(weights)}
@@ -35,13 +37,14 @@ def split_micro_batches(batch: dict, n: int) -> dict:
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, micro_batches: int, z_loss: float,
-                    dropout: bool) -> Callable:
-    """step(state, frozen, batch) -> (state, metrics); `frozen` holds the non-trainable weights."""
+                    dropout: bool, frozen_layers: int = 0) -> Callable:
+    """step(state, frozen, batch) -> (state, metrics); `frozen` holds the non-trainable weights, `frozen_layers`
+    the number of first blocks no gradient runs through (the optimizer must keep them: optim.keep_frozen)."""
 
     def sums_and_grads(params, frozen, batch, key):
         def objective(p):
             model = nnx.merge(graphdef, p, frozen)
-            return token_loss_sums(model, batch, z_loss, key)
+            return token_loss_sums(model, batch, z_loss, key, frozen_layers)
         (_, parts), grads = jax.value_and_grad(objective, has_aux=True)(params)
         return parts, grads
 

@@ -159,8 +159,9 @@ class Trainer:
         """The metrics line of `step`: its step metrics, learning rate, throughput, MFU, packing, held-out loss."""
         record = {k: float(v) for k, v in jax.device_get(metrics).items()}
         record.update(learning_rate=float(self.program.schedule(step - 1)), tokens_per_s=tokens_per_s,
-                      mfu=tokens_per_s * perf.train_flops_per_token(self.model_cfg, self.cfg.data.seq_len,
-                                                                    frozen_base=self.cfg.lora is not None) / peak_flops(),
+                      mfu=tokens_per_s * perf.train_flops_per_token(
+                          self.model_cfg, self.cfg.data.seq_len, frozen_base=self.cfg.lora is not None,
+                          frozen_layers=self.cfg.train.frozen_layers) / peak_flops(),
                       packing_efficiency=self.pipeline.counters["packing_efficiency"])
         if self.cfg.train.eval_every and step % self.cfg.train.eval_every == 0:
             record["held_out_loss"] = self.held_out_loss()
