@@ -86,6 +86,9 @@ class QuickstartConfig(ConfigSection):
         return data
 
     def validate(self):
+        if self.from_scratch and self.frozen_layers:
+            raise ConfigError(f"frozen_layers ({self.frozen_layers}) keeps pretrained blocks as they are; a model from "
+                              "scratch has none: set frozen_layers=0 (--from-scratch does)")
         if self.before_questions > self.eval_questions:
             raise ConfigError(f"before_questions ({self.before_questions}) must be <= eval_questions "
                               f"({self.eval_questions}): the prompted base plays a subset of the same questions")
@@ -131,9 +134,10 @@ def run_config(cfg: QuickstartConfig, sources: list[dict], out_dir: Path, condit
 
 
 def eval_config(cfg: QuickstartConfig, out_dir: Path, *, run: Path | None = None, tokenizer: Path | None = None,
-                base: Path | None = None, **changes):
+                base: Path | None = None, batch_size: int | None = None, fixed_batch: bool = False, **changes):
     """The held-out evaluation of a trained `run`, or of the untrained model: the imported `base` (its own
-    tokenizer), or from scratch the random preset with the run's `tokenizer`."""
+    tokenizer), or from scratch the random preset with the run's `tokenizer`; `batch_size` rows (default
+    eval_batch), `fixed_batch` as in GenerationConfig."""
     if run:
         model = {"run": str(run)}
     else:
@@ -141,9 +145,15 @@ def eval_config(cfg: QuickstartConfig, out_dir: Path, *, run: Path | None = None
     return from_dict(EvalConfig, {
         "task": "world", "task_options": to_dict(cfg.world), "split": cfg.eval_split, "limit": cfg.eval_questions,
         "max_steps": cfg.max_steps, "mesh": {"num_devices": 1}, "seed": cfg.seed, "output_dir": str(out_dir),
-        "generation": {"batch_size": cfg.eval_batch, "max_len": cfg.max_len, "max_new_tokens": cfg.max_new_tokens},
+        "generation": {"batch_size": batch_size or cfg.eval_batch, "fixed_batch": fixed_batch, "max_len": cfg.max_len,
+                       "max_new_tokens": cfg.max_new_tokens},
         **model, **changes,
     })
+
+
+def after_batch(cfg: QuickstartConfig) -> int:
+    """The rows the "after" evaluation decodes at once: eval_batch, or fewer when it has fewer questions."""
+    return min(cfg.eval_batch, cfg.eval_questions)
 
 
 def import_base(cfg: QuickstartConfig, out: Path) -> Path:
@@ -197,8 +207,10 @@ def run_quickstart(cfg: QuickstartConfig, out: Path, progress: bool = True) -> d
     timings["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     prompt = {} if cfg.from_scratch else {"system_prompt_file": str(prompted_system_prompt(world, cfg, out))}
+    # the before plays as many rows as the after will (a few idle), so the after finds every program compiled
     before = evaluate(eval_config(cfg, out / "eval-before", tokenizer=out / "train" if cfg.from_scratch else None,
-                                  base=base, limit=cfg.before_questions, **prompt), progress)
+                                  base=base, limit=cfg.before_questions, batch_size=after_batch(cfg),
+                                  fixed_batch=True, **prompt), progress)
     timings["eval_before_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     after = evaluate(eval_config(cfg, out / "eval-after", run=out / "train"), progress)

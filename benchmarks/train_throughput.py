@@ -3,7 +3,7 @@ matmul peak, next to the same model trained by Hugging Face transformers on PyTo
 analytic minimum; and the data pipeline's tokens/s against what a train step consumes.
 
     python benchmarks/train_throughput.py [--preset 100m] [--batch 4] [--seq 512] [--repeats 3] [--attention auto]
-        [--variants remat=full,attention=reference] [--no-torch] [--data ../shared/data]
+        [--variants remat=full,attention=reference] [--frozen-layers 15,20] [--no-torch] [--data ../shared/data]
         [--out runs/bench/train_throughput.json]
 
 Both frameworks run one optimizer step on the same batch of random tokens (every token supervised): forward,
@@ -94,11 +94,12 @@ def random_batch(cfg: LlamaConfig, batch: int, seq: int) -> dict[str, np.ndarray
 class AgentjaxStep:
     """The trainer's compiled train step (TrainProgram) on one device, state donated from step to step."""
 
-    def __init__(self, cfg: LlamaConfig, batch: dict[str, np.ndarray]):
+    def __init__(self, cfg: LlamaConfig, batch: dict[str, np.ndarray], frozen_layers: int = 0):
         mesh = sharding.make_mesh()
         model = sharding.create_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(params=0)), mesh)
         graphdef, params = nnx.split(model, nnx.Param)
-        train = TrainConfig(steps=1000, global_batch=len(batch["inputs"]), optimizer=OPTIMIZER)
+        train = TrainConfig(steps=1000, global_batch=len(batch["inputs"]), frozen_layers=frozen_layers,
+                            optimizer=OPTIMIZER)
         self.program = TrainProgram(graphdef, params, {}, mesh, train, seed=0, dropout=False)
         self.state = self.program.init(nnx.to_pure_dict(params))
         self.batch = {k: jax.device_put(v, self.program.batch_shardings()[k]) for k, v in batch.items()}
@@ -185,6 +186,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--attention", default="auto", help="agentjax's attention backend (model.attention)")
     parser.add_argument("--variants", default="", help="extra agentjax model configs, e.g. remat=full,attention=reference")
+    parser.add_argument("--frozen-layers", default="", help="extra agentjax runs with the first N blocks frozen "
+                        "(train.frozen_layers), e.g. 15,20")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory-of", choices=["agentjax", "pytorch"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--data", default=os.environ.get("AGENTJAX_SHARED_DATA", str(here.parent / "shared" / "data")))
@@ -201,6 +204,8 @@ def main() -> None:
         f"agentjax {v}": preset(args.preset, max_seq_len=args.seq, **{"attention": args.attention, **dict([v.split("=")])})
         for v in filter(None, args.variants.split(","))}
     contestants = {name: AgentjaxStep(variant, batch) for name, variant in configs.items()}
+    frozen = {f"agentjax frozen_layers={n}": int(n) for n in filter(None, args.frozen_layers.split(","))}
+    contestants |= {name: AgentjaxStep(cfg, batch, frozen_layers=n) for name, n in frozen.items()}
     for name, step in contestants.items():
         memory.setdefault(name, {})["xla_bytes"] = step.xla_bytes
     if not args.no_torch:
@@ -217,8 +222,9 @@ def main() -> None:
     for name, step in contestants.items():
         seconds = statistics.median(times[name])
         tokens_per_s = tokens / seconds
+        done = perf.train_flops_per_token(cfg, args.seq, frozen_layers=frozen.get(name, 0))  # no backward below
         rows.append({"name": name, "step_s": seconds, "best_step_s": min(times[name]), "tokens_per_s": tokens_per_s,
-                     "gflops": tokens_per_s * flops_per_token / 1e9, "mfu": tokens_per_s * flops_per_token / peak,
+                     "gflops": tokens_per_s * done / 1e9, "mfu": tokens_per_s * done / peak,
                      "loss": step.loss, **{f"{k}_gb": v / 1e9 for k, v in memory[name].items()}})
     torch_tps = next((r["tokens_per_s"] for r in rows if r["name"] == "pytorch"), None)
     for r in rows:

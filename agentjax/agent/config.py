@@ -33,6 +33,9 @@ class GenerationConfig(ConfigSection):
     top_k: int = 0
     top_p: float = 1.0
     buckets: tuple[int, ...] = DEFAULT_BUCKETS  # extend lengths compiled; longer inputs go in chunks
+    # keep batch_size rows even when there are fewer questions (idle rows cost a little per step), so that a later
+    # evaluation at this batch size reuses the compiled programs; otherwise the batch shrinks to the questions
+    fixed_batch: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import jax
 from tqdm import tqdm
 
 from agentjax import sharding
-from agentjax.agent.config import EvalConfig
+from agentjax.agent.config import EvalConfig, GenerationConfig
 from agentjax.agent.decode import Decoder, Sampling
 from agentjax.agent.loop import AgentLoop, Episode, LoopSettings
 from agentjax.agent.methods import EpisodeStart
@@ -53,6 +53,12 @@ def load_model_and_tokenizer(cfg: EvalConfig, mesh):
         run = RunConfig(model=cfg.model, seed=cfg.seed)
         model = build_model(run, mesh, resolve_model_config(run, tokenizer))
     return in_compute_dtype(model), tokenizer
+
+
+def decoder_batch(g: GenerationConfig, questions: int) -> int:
+    """Rows the decoder plays at once: batch_size, shrunk to the number of questions (no row that could never hold
+    an episode) unless fixed_batch asks to keep the programs a full-batch evaluation compiles."""
+    return g.batch_size if g.fixed_batch else min(g.batch_size, max(1, questions))
 
 
 def task_and_tools(cfg: EvalConfig) -> tuple[Task, list[Question], Callable[[Question], Mapping[str, Tool]]]:
@@ -135,9 +141,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     template = get_template(cfg.template, tokenizer, **cfg.template_options)
     g = cfg.generation
     loop = AgentLoop(
-        Decoder(model, tokenizer, template.stop_strings, min(g.batch_size, max(1, len(questions))), g.max_len,
-                g.max_new_tokens, g.buckets, mesh,  # no rows that could never hold an episode
-                end_ids=template.end_ids),
+        Decoder(model, tokenizer, template.stop_strings, decoder_batch(g, len(questions)), g.max_len,
+                g.max_new_tokens, g.buckets, mesh, end_ids=template.end_ids),
         template, EpisodeStart(system_prompt, cfg.conditioning), tools_for,
         LoopSettings(cfg.max_steps, Sampling(g.temperature, g.top_k, g.top_p), cfg.tool_timeout_s,
                      cfg.observation_max_chars, reply_without_action=cfg.reply_without_action, seed=cfg.seed),
