@@ -176,6 +176,17 @@ def constrain(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh))
 
 
+def per_device(fn: Callable, args: tuple, in_axes: tuple, out_axes: tuple[str | None, ...]):
+    """fn on each device's own shards of `args` (logical axes per argument), for a kernel SPMD cannot partition
+    (Pallas); the output is assembled by `out_axes`. Without an active multi-device mesh, plainly fn(*args)."""
+    mesh = _ACTIVE_MESH.get()
+    if mesh is None or mesh.size == 1:
+        return fn(*args)
+    in_specs = tuple(logical_to_spec(tuple(axes), x.shape, mesh) for axes, x in zip(in_axes, args))
+    out_spec = logical_to_spec(tuple(out_axes), args[0].shape, mesh)  # the output is shaped like the first argument
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_spec, check_vma=False)(*args)
+
+
 # -- multi-host --------------------------------------------------------------------------------
 
 

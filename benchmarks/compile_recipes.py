@@ -48,6 +48,10 @@ COLAB_TRAIN = ("mesh.fsdp=-1", "model.overrides.param_dtype=bfloat16", "data.seq
 COLAB_DECODE = ("eval.mesh.fsdp=-1", "eval.generation.batch_size=1", "eval.generation.max_len=2048",
                 "model.overrides.param_dtype=bfloat16")
 
+# The recipe whose train step is also compiled with the dense and the TPU-kernel attention (rows of 4,096 tokens;
+# its own rows use `auto`, the blockwise backend).
+ATTENTION_RECIPE, ATTENTION_BACKENDS = "agenttuning/llama2-7b.yaml", ("reference", "splash")
+
 
 @dataclass(frozen=True)
 class Job:
@@ -92,6 +96,10 @@ def jobs() -> list[Job]:
         out.append(Job(f"{ev} (model of {recipe})", recipe_slice(CONFIGS / recipe),
                        ("--config", str(CONFIGS / recipe), "--eval", str(CONFIGS / ev), "--no-train"),
                        shape_key(run, to_dict(cfg.generation), to_dict(cfg.mesh))))
+    for backend in ATTENTION_BACKENDS:  # the attention backend's memory at 4,096-token rows
+        run = load(RunConfig, CONFIGS / ATTENTION_RECIPE, [f"model.attention={backend}"])
+        out.append(Job(f"{ATTENTION_RECIPE} model.attention={backend}", recipe_slice(CONFIGS / ATTENTION_RECIPE),
+                       ("--config", str(CONFIGS / ATTENTION_RECIPE), f"model.attention={backend}"), shape_key(run)))
     out.append(Job("colab notebook: train", "v5e-1", ("--config", str(CONFIGS / COLAB_RECIPE), *COLAB_TRAIN),
                    "colab train " + " ".join(COLAB_TRAIN)))
     out.append(Job("colab notebook: eval", "v5e-1", ("--config", str(CONFIGS / COLAB_RECIPE), "--eval",

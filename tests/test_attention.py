@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from agentjax import sharding
 from agentjax.configlib import ConfigError
 from agentjax.model import Llama, attention, preset
 from agentjax.train.config import ModelSection
@@ -85,6 +86,20 @@ def test_splash_in_interpret_mode_equals_reference_and_keeps_segments_apart():
 
     _check_against_reference(splash, 128)
     _check_packed_equals_unpacked(splash, 128)
+
+
+def test_splash_on_a_mesh_runs_per_device_and_equals_reference():
+    """On a 2 x 2 (fsdp x tensor) mesh of CPU devices splash runs in shard_map on each device's rows and heads
+    (a Pallas kernel cannot be partitioned by the compiler), and forward and gradients still equal the reference."""
+    mesh = sharding.make_mesh(sharding.MeshConfig(fsdp=2, tensor=2), jax.devices()[:4])
+
+    def splash(q, k, v, segments):
+        with sharding.activate(mesh):
+            return attention.self_attention(q, k, v, segments, "splash", interpret=True)
+
+    _check_against_reference(splash, 128)
+    lowered = jax.jit(splash).lower(*_qkv(2, 128, 4, 2, 16), jnp.asarray(_packed_segments(128))).as_text()
+    assert "shard_map" in lowered or "sdy.manual_computation" in lowered
 
 
 def test_blockwise_visits_only_block_pairs_the_mask_leaves():

@@ -26,8 +26,8 @@ from agentjax.configlib import ConfigError
 
 BACKENDS = ("reference", "blockwise", "splash", "cudnn")
 CHOICES = ("auto",) + BACKENDS
-# What `auto` picks per platform. splash and cudnn are opt-in until they are verified on hardware (none here):
-# splash is not yet wrapped in shard_map for multi-device meshes, and cudnn refuses float32.
+# What `auto` picks per platform. splash and cudnn are opt-in until they are verified on hardware (none here;
+# splash is compiled for TPU slices by `agentjax compile`), and cudnn refuses float32.
 AUTO = {"cpu": "blockwise", "tpu": "blockwise", "gpu": "blockwise", "cuda": "blockwise"}
 PLATFORM_BACKENDS = {"tpu": ("splash",), "gpu": ("cudnn",), "cuda": ("cudnn",)}
 BLOCK = 64  # query/key block of the blockwise backend (fastest of 32/64/128/256 on a 2-core CPU, fwd+bwd)
@@ -323,6 +323,20 @@ def splash(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, int
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
+def splash_per_device(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
+                      interpret: bool = False) -> jax.Array:
+    """splash on each device's own rows and heads of the active mesh (SPMD cannot partition a Pallas kernel).
+    Heads stay whole when the mesh would split query and kv heads differently (a group must stay together)."""
+    mesh = sharding.active_mesh()
+    heads, kv_heads = "act_heads", "act_kv_heads"
+    if mesh is not None and (sharding.logical_to_spec((heads,), q.shape[2:3], mesh)
+                             != sharding.logical_to_spec((kv_heads,), k.shape[2:3], mesh)):
+        heads = kv_heads = None
+    q_axes, kv_axes = ("act_batch", "length", heads, "head_dim"), ("act_batch", "length", kv_heads, "head_dim")
+    return sharding.per_device(functools.partial(splash, interpret=interpret), (q, k, v, segment_ids),
+                               (q_axes, kv_axes, kv_axes, ("act_batch", "length")), q_axes)
+
+
 def cudnn(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
     """cuDNN flash attention (NVIDIA GPU): causal, with segments as a boolean mask; bfloat16/float16 only."""
     if q.dtype not in (jnp.bfloat16, jnp.float16):
@@ -345,7 +359,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Ar
     if name == "blockwise":
         return blockwise(q, k, v, segment_ids)
     if name == "splash":
-        return splash(q, k, v, segment_ids, interpret=interpret)
+        return splash_per_device(q, k, v, segment_ids, interpret=interpret)
     return cudnn(q, k, v, segment_ids)
 
 

@@ -83,7 +83,9 @@ class LoRADense(nnx.Module):
 
 
 def add_lora(model: Llama, cfg: LoRAConfig, seed: int = 0) -> Llama:
-    """Wrap the targeted projections of every layer with adapters (in place); returns the model."""
+    """Wrap the targeted projections of every layer with adapters and freeze every base kernel (in place);
+    returns the model."""
+    _mark_frozen(model, True)  # only the adapters train
     keys = jax.random.split(jax.random.key(seed), len(cfg.targets))
     for name, key in zip(cfg.targets, keys):
         parent_name, proj_name = TARGETS[name]
@@ -99,4 +101,12 @@ def merge_lora(model: Llama) -> Llama:
         proj = getattr(parent, proj_name)
         if isinstance(proj, LoRADense):
             setattr(parent, proj_name, proj.merged())
+    _mark_frozen(model, False)
     return model
+
+
+def _mark_frozen(model: Llama, frozen: bool) -> None:
+    """Say whether the layers' kernels train (Dense reads a frozen kernel in its stored layout)."""
+    for _, module in nnx.iter_graph(model.layers):
+        if isinstance(module, Dense):
+            module.frozen = frozen
