@@ -223,9 +223,15 @@ class DecodePrograms:
         return cache, logits.at[rows].set(new, mode="drop")
 
     def _copy_rows_impl(self, cache, sources, targets):
-        """Cache row sources[i] copied onto row targets[i] (an index >= batch is padding): a shared prompt's keys
-        and values are computed once. The slots after the shared part are overwritten before anything reads them."""
-        return KVCache(*(put_rows(c, targets, take_rows(c, sources)) for c in cache))
+        """Cache row sources[i] copied onto row targets[i] (an index >= batch is padding; no target is a source): a
+        shared prompt's keys and values are computed once. The slots after the shared part are overwritten before
+        anything reads them. One row at a time, so the temporaries hold a row, not the batch (FireAct's eval on
+        v4-8, copy 16 rows: 24 GiB of temporaries in one go, 0.5 a row)."""
+        def copy_one(i, cache):
+            source, target = (jax.lax.dynamic_slice_in_dim(r, i, 1) for r in (sources, targets))
+            return KVCache(*(put_rows(c, target, take_rows(c, source)) for c in cache))
+
+        return jax.lax.fori_loop(0, sources.shape[0], copy_one, cache)
 
     def _decode_rows_impl(self, params, tables, cache, logits, window, lengths, active, resume, budget,
                           temperature, top_k, top_p, key_data, min_stopped, rows):
@@ -411,22 +417,59 @@ class Decoder:
             return self.programs.decode_rows[n](*args, rows)
 
 
+ROWS_AXES = ("layers", None, "cache_len", "act_kv_heads", "head_dim")  # a few gathered rows, on every device
+
+
 def take_rows(cache: jax.Array, rows: jax.Array) -> jax.Array:
-    """cache[:, rows] for a few rows [L, B, ...] -> [L, n, ...] (an index >= B reads row B - 1), one slice per row:
-    XLA:CPU runs a gather over the batch axis as a copy of the whole cache (~60 ms for SmolLM2's at 32 x 1024)."""
-    return jnp.concatenate([jax.lax.dynamic_slice_in_dim(cache, rows[i], 1, axis=1) for i in range(rows.shape[0])],
-                           axis=1)
+    """cache[:, rows] for a few rows [L, B, ...] -> [L, n, ...] (an index >= B reads zeros), one slice per row.
+
+    XLA:CPU runs a gather over the batch axis as a copy of the whole cache (~60 ms for SmolLM2's at 32 x 1024).
+    On a mesh each device slices the rows it holds and a sum over the batch axes assembles them: a dynamic slice
+    across shards made SPMD gather the whole cache on every device (FireAct's eval on v4-8, copy 2 rows: 16 GiB of
+    temporaries for a 4 GiB cache).
+    """
+    batch_axes = _cache_batch_axes(cache)
+
+    def local(part, rows):
+        first, n = _first_row(batch_axes, part.shape[1]), part.shape[1]
+        slices = []
+        for i in range(rows.shape[0]):
+            row = rows[i] - first
+            piece = jax.lax.dynamic_slice_in_dim(part, jnp.clip(row, 0, n - 1), 1, axis=1)
+            slices.append(jnp.where((row >= 0) & (row < n), piece, jnp.zeros_like(piece)))
+        gathered = jnp.concatenate(slices, axis=1)
+        return gathered if batch_axes is None else jax.lax.psum(gathered, batch_axes)
+
+    return sharding.per_device(local, (cache, rows), (CACHE_AXES, (None,)), ROWS_AXES)
 
 
 def put_rows(cache: jax.Array, rows: jax.Array, values: jax.Array) -> jax.Array:
-    """cache with cache[:, rows[i]] = values[:, i] where rows[i] < B (others write nothing), updated in place."""
-    b = cache.shape[1]
-    for i in range(rows.shape[0]):
-        row = jnp.minimum(rows[i], b - 1)
-        kept = jax.lax.dynamic_slice_in_dim(cache, row, 1, axis=1)
-        value = jnp.where(rows[i] < b, values[:, i:i + 1].astype(cache.dtype), kept)
-        cache = jax.lax.dynamic_update_slice_in_dim(cache, value, row, axis=1)
-    return cache
+    """cache with cache[:, rows[i]] = values[:, i] where rows[i] < B (others write nothing), updated in place by
+    the device holding the row."""
+    batch_axes = _cache_batch_axes(cache)
+
+    def local(part, rows, values):
+        first, n = _first_row(batch_axes, part.shape[1]), part.shape[1]
+        for i in range(rows.shape[0]):
+            row = rows[i] - first
+            at = jnp.clip(row, 0, n - 1)
+            kept = jax.lax.dynamic_slice_in_dim(part, at, 1, axis=1)
+            value = jnp.where((row >= 0) & (row < n), values[:, i:i + 1].astype(part.dtype), kept)
+            part = jax.lax.dynamic_update_slice_in_dim(part, value, at, axis=1)
+        return part
+
+    return sharding.per_device(local, (cache, rows, values), (CACHE_AXES, (None,), ROWS_AXES), CACHE_AXES)
+
+
+def _cache_batch_axes(cache: jax.Array) -> str | tuple[str, ...] | None:
+    """The mesh axes the active mesh splits a cache's rows over (None: each device holds every row)."""
+    mesh = sharding.active_mesh()
+    return None if mesh is None or mesh.size == 1 else sharding.logical_to_spec(CACHE_AXES, cache.shape, mesh)[1]
+
+
+def _first_row(batch_axes, rows_here: int) -> jax.Array | int:
+    """The batch index of this device's first cache row (inside per_device)."""
+    return 0 if batch_axes is None else jax.lax.axis_index(batch_axes) * rows_here
 
 
 def decode_row_buckets(batch: int, platform: str) -> tuple[int, ...]:
