@@ -83,12 +83,12 @@ def test_without_libtpu_the_command_says_how_to_install_it(monkeypatch):
 
 
 def test_model_shapes_come_from_config_json_or_the_preset_the_checkpoint_is_named_after(tmp_path):
-    """A named checkpoint that is absent: the preset in its folder name, said as an assumption; present: its
-    config.json; no matching preset: an error asking for --preset."""
+    """A named checkpoint that is absent: the preset in its folder name, said as an assumption, with the section's
+    attention backend and overrides; present: its config.json; no matching preset: an error asking for --preset."""
     notes = []
-    cfg = model_config(ModelSection(checkpoint=str(tmp_path / "llama2-13b-chat"), overrides={"dtype": "bfloat16"}),
-                       None, None, notes)
-    assert cfg == preset("llama2-13b", dtype="bfloat16") and "preset llama2-13b" in notes[0]
+    cfg = model_config(ModelSection(checkpoint=str(tmp_path / "llama2-13b-chat"), overrides={"dtype": "bfloat16"},
+                                    attention="splash"), None, None, notes)
+    assert cfg == preset("llama2-13b", dtype="bfloat16", attention="splash") and "preset llama2-13b" in notes[0]
     assert preset_named_in("models/llama3.1-8b-instruct") == "llama3.1-8b"  # the longest name that fits
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.json").write_text(json.dumps({"format": "agentjax-llama-v1", "preset": "small"}))

@@ -22,7 +22,7 @@ from agentjax import sharding
 from agentjax.agent.config import EvalConfig
 from agentjax.agent.decode import DecodePrograms, StopTables, decode_buckets
 from agentjax.aot.topology import GiB, Slice, host_devices
-from agentjax.configlib import ConfigError, from_dict
+from agentjax.configlib import ConfigError
 from agentjax.data.packing import BATCH_DTYPES
 from agentjax.model.llama import PRESETS, Llama, LlamaConfig, in_compute_dtype, unstack_layers
 from agentjax.train.build import build_model, trainable_filter
@@ -146,7 +146,7 @@ def model_config(section: ModelSection, vocab_size: int | None, preset: str | No
         return section.resolve()
     preset = preset or preset_named_in(section.checkpoint)
     notes.append(f"the shapes of preset {preset} for model.checkpoint {section.checkpoint} (no config.json read)")
-    return from_dict(LlamaConfig, {"preset": preset, **section.overrides}, "model")
+    return section.resolve(shapes_of=preset)
 
 
 def preset_named_in(checkpoint: str) -> str:

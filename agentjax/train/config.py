@@ -27,12 +27,13 @@ class ModelSection(ConfigSection):
         if (self.preset is None) == (self.checkpoint is None):
             raise ConfigError("set exactly one of preset (random init) and checkpoint (converted weights)")
 
-    def resolve(self):
-        """The LlamaConfig this section describes (reads the checkpoint's config.json)."""
+    def resolve(self, shapes_of: str | None = None):
+        """The LlamaConfig this section describes (reads the checkpoint's config.json, or takes the shapes of the
+        preset `shapes_of` in its place: an AOT compile without the files)."""
         changes = {"attention": self.attention, **self.overrides}
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and shapes_of is None:
             return read_config(self.checkpoint, **changes)
-        return from_dict(LlamaConfig, {"preset": self.preset, **changes}, "model")
+        return from_dict(LlamaConfig, {"preset": shapes_of or self.preset, **changes}, "model")
 
 
 @dataclass(frozen=True)
