@@ -431,12 +431,11 @@ def take_rows(cache: jax.Array, rows: jax.Array) -> jax.Array:
     batch_axes = _cache_batch_axes(cache)
 
     def local(part, rows):
-        first, n = _first_row(batch_axes, part.shape[1]), part.shape[1]
+        at, here = _local_rows(batch_axes, rows, part.shape[1])
         slices = []
         for i in range(rows.shape[0]):
-            row = rows[i] - first
-            piece = jax.lax.dynamic_slice_in_dim(part, jnp.clip(row, 0, n - 1), 1, axis=1)
-            slices.append(jnp.where((row >= 0) & (row < n), piece, jnp.zeros_like(piece)))
+            piece = jax.lax.dynamic_slice_in_dim(part, at[i], 1, axis=1)
+            slices.append(jnp.where(here[i], piece, jnp.zeros_like(piece)))
         gathered = jnp.concatenate(slices, axis=1)
         return gathered if batch_axes is None else jax.lax.psum(gathered, batch_axes)
 
@@ -449,13 +448,11 @@ def put_rows(cache: jax.Array, rows: jax.Array, values: jax.Array) -> jax.Array:
     batch_axes = _cache_batch_axes(cache)
 
     def local(part, rows, values):
-        first, n = _first_row(batch_axes, part.shape[1]), part.shape[1]
+        at, here = _local_rows(batch_axes, rows, part.shape[1])
         for i in range(rows.shape[0]):
-            row = rows[i] - first
-            at = jnp.clip(row, 0, n - 1)
-            kept = jax.lax.dynamic_slice_in_dim(part, at, 1, axis=1)
-            value = jnp.where((row >= 0) & (row < n), values[:, i:i + 1].astype(part.dtype), kept)
-            part = jax.lax.dynamic_update_slice_in_dim(part, value, at, axis=1)
+            kept = jax.lax.dynamic_slice_in_dim(part, at[i], 1, axis=1)
+            value = jnp.where(here[i], values[:, i:i + 1].astype(part.dtype), kept)
+            part = jax.lax.dynamic_update_slice_in_dim(part, value, at[i], axis=1)
         return part
 
     return sharding.per_device(local, (cache, rows, values), (CACHE_AXES, (None,), ROWS_AXES), CACHE_AXES)
@@ -467,9 +464,11 @@ def _cache_batch_axes(cache: jax.Array) -> str | tuple[str, ...] | None:
     return None if mesh is None or mesh.size == 1 else sharding.logical_to_spec(CACHE_AXES, cache.shape, mesh)[1]
 
 
-def _first_row(batch_axes, rows_here: int) -> jax.Array | int:
-    """The batch index of this device's first cache row (inside per_device)."""
-    return 0 if batch_axes is None else jax.lax.axis_index(batch_axes) * rows_here
+def _local_rows(batch_axes, rows: jax.Array, rows_here: int) -> tuple[jax.Array, jax.Array]:
+    """Inside per_device: each batch index as an index into this device's rows (clipped into range), and whether
+    this device holds it."""
+    local = rows if batch_axes is None else rows - jax.lax.axis_index(batch_axes) * rows_here
+    return jnp.clip(local, 0, rows_here - 1), (local >= 0) & (local < rows_here)
 
 
 def decode_row_buckets(batch: int, platform: str) -> tuple[int, ...]:
