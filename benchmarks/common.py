@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import jax
 
 from agentjax.data.templates import template_markers
-
 from agentjax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from agentjax.util.atomic import atomic_write
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
@@ -63,10 +63,11 @@ def print_table(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, s
 
 
 def write_json(path: str | Path, result: dict) -> None:
-    """Write `result` (plus the environment) as indented JSON, creating the folder."""
+    """Write `result` (plus the environment) as indented JSON, atomically, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**result, "environment": environment()}, indent=2) + "\n")
+    with atomic_write(path) as f:
+        f.write(json.dumps({**result, "environment": environment()}, indent=2) + "\n")
     print(f"\nwrote {path}")
 
 

@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from agentjax import sharding
-from agentjax.agent.decode import (EOS, MAX_TOKENS, STOP_STRING, Decoder, Sampling, append_and_match, put_rows,
-                                   stop_tables, take_rows)
+from agentjax.agent.decode import (CALL_COST_TOKENS, EOS, MAX_TOKENS, STOP_STRING, Decoder, Sampling, append_and_match,
+                                   chunk_width, put_rows, stop_tables, take_rows)
 from agentjax.agent.loop import cut_at_stop
 from agentjax.model import Llama, preset
 from agentjax.model.llama import CACHE_AXES
@@ -215,6 +215,39 @@ def test_a_model_sharded_over_every_device_decodes_on_its_own_mesh(tok, model):
     cache, logits, n = _prompt(tok, decoder)
     out = decoder.decode(cache, logits, np.full(2, n), np.ones(2, bool), [Sampling()] * 2, jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(out.tokens), _generate(tok, model, (), [Sampling()] * 2)[0])
+
+
+def test_chunk_widths_never_cost_more_than_padding_to_one_bucket():
+    """The series of widths chunk_width picks for any length up to 600 covers it and costs (width + fixed cost per
+    call) no more than one call padded to the smallest bucket that holds it, or the widest bucket's chunks."""
+    buckets = (16, 64, 256)
+    for call_cost in (CALL_COST_TOKENS, CALL_COST_TOKENS / 8):
+        for length in range(1, 601):
+            left, cost = length, 0.0
+            while left > 0:
+                width = chunk_width(left, buckets, call_cost)
+                left, cost = left - width, cost + call_cost + width
+            whole = -(-length // 256) * (call_cost + 256) if length > 64 else call_cost + next(
+                b for b in buckets if b >= length)
+            assert cost <= whole, (length, call_cost)
+
+
+def test_a_tool_turn_goes_in_the_cheapest_widths_and_matches_the_full_forward(tok, model):
+    """One row's 80-token turn runs as a 64-wide then a 16-wide extend, not padded to 256 (a call's fixed cost is
+    ~40 tokens' compute, so 296 -> 160); a 200-token one as one 256-wide call. The logits equal the forward's."""
+    decoder = Decoder(model, tok, (), batch=1, max_len=384, max_new_tokens=8, buckets=(16, 64, 256))
+    widths, run_chunk = [], decoder._extend_chunk
+    decoder._extend_chunk = lambda cache, logits, rows, tokens, *rest: (
+        widths.append(tokens.shape[1]) or run_chunk(cache, logits, rows, tokens, *rest))
+    rng = np.random.RandomState(1)
+    seq = list(rng.randint(3, tok.vocab_size, 80))
+    cache, logits = decoder.extend(*decoder.new_state(), [seq], [0])
+    assert widths == [64, 16]
+    turn = list(rng.randint(3, tok.vocab_size, 200))
+    cache, logits = decoder.extend(cache, logits, [turn], [len(seq)])
+    assert widths == [64, 16, 256]
+    np.testing.assert_allclose(np.asarray(logits)[0], np.asarray(model(jnp.array([seq + turn])))[0, -1],
+                               rtol=2e-4, atol=2e-4)
 
 
 def test_extending_a_few_rows_runs_only_them_and_matches_the_full_forward(tok, model):
