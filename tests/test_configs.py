@@ -113,10 +113,13 @@ def user_tree(shared_data, tmp_path_factory):
 
 def cpu_overrides(cfg: RunConfig) -> list[str]:
     """What a 2-step CPU run changes: sizes only. Everything that decides *what* is trained stays; a recipe
-    that counts epochs gets many more, since a sample file of a few conversations would end after one step."""
+    that counts epochs gets many more, since a sample file of a few conversations would end after one step; one
+    that freezes lower blocks freezes one of the test model's two."""
     epochs = [] if cfg.data.epochs is None else ["data.epochs=100"]
+    frozen = ["train.frozen_layers=1"] if cfg.train.frozen_layers else []
     return ["train.steps=2", "data.seq_len=256", f"train.global_batch={4 * cfg.train.micro_batches}",
-            "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "mesh.num_devices=1", "train.log_every=1", *epochs]
+            "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "mesh.num_devices=1", "train.log_every=1", *epochs,
+            *frozen]
 
 
 @pytest.fixture(scope="module")
