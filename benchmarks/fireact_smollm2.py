@@ -1,7 +1,7 @@
 """FireAct on its released data, on a CPU: SmolLM2-135M-Instruct prompted vs fine-tuned, single-task vs
 multi-task multi-method, on HotpotQA dev with the offline recorded search.
 
-    python benchmarks/fireact_smollm2.py [--limit prompted=50 --limit multitask-multimethod=200 ...]
+    python benchmarks/fireact_smollm2.py [--limit prompted=50 --limit multitask-multimethod=100 ...]
         [--out benchmarks/results]
 
 Runs (or resumes) the recipes' own commands in order, each from its YAML in configs/fireact/:

@@ -32,9 +32,10 @@ from agentjax.model.llama import CACHE_AXES, KVCache, Llama, unstack_layers
 RUNNING, EOS, STOP_STRING, MAX_TOKENS, CONTEXT_FULL = 0, 1, 2, 3, 4
 STOP_REASONS = {EOS: "eos", STOP_STRING: "stop_string", MAX_TOKENS: "max_tokens", CONTEXT_FULL: "context_full"}
 DEFAULT_BUCKETS = (16, 64, 256)  # extend widths compiled; longer inputs go in chunks
-# The fixed work of one extend call (reading the weights and the cache, dispatch), in tokens of one row's compute:
-# 100m on XLA:CPU, 2,304-slot cache, batch 1, a 16/64/256-token extend took 133/218/602 ms at 256 tokens of context
-# and 194/365/1062 at 2,048, i.e. ~90-135 ms fixed and ~2.0-3.6 ms a token.
+# What one extend call costs beyond its tokens, in tokens of one row's compute: on XLA:CPU a matmul over few rows runs
+# far below peak (100m, batch 1: a 16/64/256-token extend took 133/218/602 ms at 256 tokens of context and
+# 194/365/1062 at 2,048, ~90-135 ms a call plus ~2.0-3.6 ms a token; a plain 16/64/256-token forward, no cache,
+# 151/233/665 ms; busy machine, whatever the cache length).
 CALL_COST_TOKENS = 40
 
 
